@@ -1,0 +1,95 @@
+"""``dqt figures``: the paper's figures, summary.csv and report.md from an MLflow store.
+
+    dqt figures EXPERIMENT [--tracking-uri URI] [--out DIR]
+    dqt figures --all      [--tracking-uri URI] [--out DIR]      (what `make figures` runs)
+
+Files go to ``DIR/<experiment>/`` (DIR defaults to ``<repo>/reports``) and are logged as
+artifacts of the experiment's latest sweep parent run.  Metric histories are cached per run
+in ``DIR/.cache/`` so a second call re-reads only runs that changed.  Bad input raises
+`ConfigError`, which ``dqt`` prints as one line before exiting 2.
+
+This module is imported whenever ``dqt`` builds its parser, so pandas, matplotlib and mlflow
+are imported inside the handler only: ``dqt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError
+
+STATISTIC_CHOICES = ("mean", "iqm")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``figures`` subcommand (handler: `run`) to ``dqt``'s subparsers."""
+    p = subparsers.add_parser(
+        "figures",
+        help="paper figures, AUC table and report of an experiment, read from MLflow",
+        description="Read the training runs of an MLflow experiment and write the figures that apply "
+                    "(success per configuration; DQT fig. 2 when agent count or LR schedule varies, "
+                    "fig. 4 when noise mean/std vary, fig. 5 when the task varies) as PNG and PDF, "
+                    "plus summary.csv and report.md with the success AUC per configuration, to "
+                    "OUT/<experiment>/; the same files are logged to the experiment's latest sweep "
+                    "parent run.",
+    )
+    p.add_argument("experiment", nargs="?", help="MLflow experiment name (a sweep's spec name, e.g. noise)")
+    p.add_argument("--all", action="store_true", dest="all_experiments",
+                   help="every experiment in the store that has runs")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<repo>/mlflow.db)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output root: files go to DIR/<experiment>/ (default: <repo>/reports)")
+    p.add_argument("--statistic", choices=STATISTIC_CHOICES, default="mean",
+                   help="what lines and bars show over seeds: mean or interquartile mean (default: mean); "
+                        "the table always has both")
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="sweep profile to show when an experiment holds several (default: the profile of "
+                        "its latest run; 'all' mixes them)")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="also use RUNNING, FAILED and KILLED runs (default: finished runs only)")
+    p.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``dqt figures``; returns the exit code (0) or raises ConfigError."""
+    from analysis.load import experiments_with_runs, open_client
+    from analysis.report import build_report
+    from core.tracking import repo_root, resolve_tracking_uri
+
+    if args.all_experiments and args.experiment:
+        raise ConfigError("figures: give an experiment name or --all, not both")
+    if not args.all_experiments and not args.experiment:
+        raise ConfigError("figures: name an experiment, or pass --all")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    out_root = args.out if args.out is not None else repo_root() / "reports"
+    if out_root.exists() and not out_root.is_dir():
+        raise ConfigError(f"--out {out_root}: not a folder")
+    client = open_client(uri)
+    if args.all_experiments:
+        names = experiments_with_runs(client)
+        if not names:
+            raise ConfigError(f"no experiment with runs in {uri}")
+    else:
+        names = [args.experiment]
+    for name in names:
+        try:
+            result = build_report(
+                name, uri, out_root, cache_dir=out_root / ".cache",
+                include_unfinished=args.include_unfinished, profile=args.profile, statistic=args.statistic,
+                seed=args.seed, log_artifacts=not args.no_log, client=client,
+            )
+        except ConfigError as exc:
+            if not args.all_experiments:
+                raise
+            print(f"{name}: skipped ({exc})")  # one empty experiment must not stop `make figures`
+            continue
+        logged = f"; logged to parent run {result.parent_run_id}" if result.parent_run_id else ""
+        print(f"{name}: {len(result.figures)} figure(s) ({', '.join(result.figures)}), summary.csv, "
+              f"report.md -> {result.out_dir}{logged}")
+    return 0

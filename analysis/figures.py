@@ -1,0 +1,432 @@
+"""The paper's figures, drawn from an experiment's runs; every function returns its Figure.
+
+- `figure_agents` (DQT fig. 2): one column per LR schedule; training return and eval success
+  against env steps, one line per agent count (per configuration, in general).
+- `figure_agents_time`: the same success curves against wall-clock seconds, because more
+  agents buy steps per second, which a steps axis hides.
+- `figure_noise` (DQT fig. 4): rows "μ fixed, σ varies" and "σ fixed, μ varies"; columns noisy
+  (noise.robust = none) and robust (median, ...); eval success against env steps.
+- `figure_tasks` (DQT fig. 5): success AUC per task, noisy vs robust bars per noise setting,
+  with CI error bars.
+- `figure_success`: eval success of every configuration on one axes; every experiment gets it.
+
+Lines are the mean (or IQM) over seeds of the runs' curves interpolated onto a common grid;
+bands and error bars are 95 % bootstrap CIs over seeds (`analysis.stats`).  A line's colour
+follows its legend label, so one agent count has one colour in every panel.
+
+Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no global figure
+registry to leak from, and no GUI backend -- PNGs render with Agg, PDFs with the pdf backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.auc import AucTable, common_range, resample, union_grid
+from analysis.load import (
+    RETURN,
+    SUCCESS,
+    WALL,
+    Curve,
+    ExperimentRuns,
+    config_label,
+    format_value,
+    metric_curves,
+    short_names,
+    wall_time_curves,
+)
+from analysis.stats import curve_band
+
+STEP_LABEL = "env steps (all agents)"
+TIME_LABEL = "wall-clock time (s)"
+SUCCESS_LABEL = "eval success rate (greedy, noise-free)"
+RETURN_LABEL = "training episode return"
+AUC_LABEL = "success AUC (normalised, 0–1)"
+
+AGENTS_KEYS = ("trainer.num_agents", "learner.lr_schedule")
+NOISE_KEYS = ("noise.mean", "noise.std")
+TASK_KEY = "trainer.task"
+LR_KEY = "learner.lr_schedule"
+ROBUST_KEY = "noise.robust"
+# Columns in the paper's order; unknown values follow alphabetically.
+LR_ORDER = ("linear", "log-curve", "linear-log-n", "linear-n", "constant")
+ROBUST_ORDER = ("none", "median", "mean", "trimmed-mean")
+# The paper's two controlled noise grids share (μ = 0, σ = 1); other specs fall back to the
+# most common value (see `_fixed_value`).
+PREFERRED_FIXED_MEAN = 0.0
+PREFERRED_FIXED_STD = 1.0
+
+# More grid points than this only thin the line (a per-episode return has thousands).
+MAX_POINTS = 300
+# Beyond this many lines a legend covers the plot and colours repeat: the table names them.
+MAX_LEGEND = 20
+
+# Caption of each figure for report.md.
+DESCRIPTIONS = {
+    "success": "Eval success rate vs env steps, one line per configuration.",
+    "agents": "Training return (top) and eval success (bottom) vs env steps per LR schedule, "
+              "one line per agent count (cf. DQT figure 2).",
+    "agents_time": "Eval success vs wall-clock seconds per LR schedule, one line per agent count.",
+    "noise": "Eval success vs env steps under reward noise: rows fix μ or σ, columns noisy vs "
+             "robust reward (cf. DQT figure 4).",
+    "tasks": "Success AUC per task, noisy vs robust reward per noise setting (cf. DQT figure 5).",
+}
+
+
+# ---- aggregated curves -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Band:
+    """One configuration's aggregated curve: grid x, center line, CI low/high, seeds n."""
+
+    x: np.ndarray
+    center: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n: int
+
+
+def config_band(
+    curves: Mapping[str, Curve],
+    run_ids: Iterable[str],
+    *,
+    statistic: str = "mean",
+    seed: int = 0,
+    max_points: int = MAX_POINTS,
+) -> Band | None:
+    """Aggregate the runs' curves over seeds on their common range; None without curves."""
+    mine = {r: curves[r] for r in run_ids if r in curves}
+    if not mine:
+        return None
+    try:
+        lo, hi = common_range(mine)
+    except ValueError:
+        return None
+    grid = union_grid(mine, lo, hi)
+    if grid.size > max_points:
+        grid = np.linspace(lo, hi, max_points)
+    matrix = np.stack([resample(x, y, grid) for x, y in mine.values()])
+    center, low, high = curve_band(matrix, statistic=statistic, seed=seed)
+    return Band(grid, center, low, high, len(mine))
+
+
+def _colors(labels: Sequence[str]) -> dict[str, Any]:
+    """A distinct colour per legend label (tab10, tab20 beyond ten)."""
+    from matplotlib import colormaps
+
+    unique = list(dict.fromkeys(labels))
+    cmap = colormaps["tab10" if len(unique) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(unique)}
+
+
+def _plot_configs(
+    ax: Any,
+    curves: Mapping[str, Curve],
+    configs: pd.DataFrame,
+    label_keys: Sequence[str],
+    colors: Mapping[str, Any],
+    *,
+    statistic: str,
+    seed: int,
+) -> int:
+    """One line with a CI band per configuration in `configs`; returns how many were drawn."""
+    drawn = 0
+    for _, config in configs.iterrows():
+        band = config_band(curves, config["run_ids"], statistic=statistic, seed=seed)
+        if band is None:
+            continue
+        name = config_label(config, label_keys)
+        color = colors.get(name)
+        ax.plot(band.x, band.center, color=color, lw=1.6, label=f"{name} (n={band.n})")
+        ax.fill_between(band.x, band.low, band.high, color=color, alpha=0.2, lw=0)
+        drawn += 1
+    if drawn:
+        names = short_names(label_keys)
+        title = ", ".join(names[k] for k in label_keys) or None
+        ax.legend(title=title, fontsize="small", title_fontsize="small", loc="best")
+    else:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.grid(alpha=0.3)
+    return drawn
+
+
+def _band_note(statistic: str) -> str:
+    center = "IQM" if statistic == "iqm" else "mean"
+    return f"lines: {center} over seeds (n in legend); bands: 95% bootstrap CI"
+
+
+def _ordered(values: Iterable[Any], order: Sequence[Any] = ()) -> list[Any]:
+    """Unique values, those in `order` first in that order, the rest sorted (numbers numerically)."""
+    unique = list(dict.fromkeys(values))
+    first = [v for v in order if v in unique]
+    rest = [v for v in unique if v not in first]
+    try:
+        rest.sort()
+    except TypeError:
+        rest.sort(key=str)
+    return first + rest
+
+
+def _column(data: ExperimentRuns, key: str, order: Sequence[Any] = ()) -> list[Any]:
+    """The values of `key` that split panels: each varied value, else the single shared value."""
+    if key in data.varied:
+        return _ordered(data.configs[key], order)
+    if key in data.runs.columns and len(data.runs):
+        return [data.runs[key].iloc[0]]
+    return [None]
+
+
+def _where(configs: pd.DataFrame, key: str, value: Any) -> pd.DataFrame:
+    """Configurations whose `key` equals `value` (all of them when `key` is not a column)."""
+    if key not in configs.columns or value is None:
+        return configs
+    column = configs[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        numeric = pd.to_numeric(column, errors="coerce")
+        return configs[np.isclose(numeric.to_numpy(dtype=float), float(value))]
+    return configs[column == value]
+
+
+def _format_steps(value: float, _pos: object = None) -> str:
+    """Tick text for env steps: 300000 -> "300k", 1500000 -> "1.5M" (sci notation is unreadable)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _steps_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xlabel(STEP_LABEL)
+    ax.xaxis.set_major_formatter(FuncFormatter(_format_steps))
+
+
+def _new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(max(5.0, width * ncols), height * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+# ---- DQT figure 2 ------------------------------------------------------------------------
+
+def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
+    """Per LR schedule (columns): training return and eval success vs env steps (rows)."""
+    schedules = _column(data, LR_KEY, LR_ORDER)
+    label_keys = [k for k in data.varied if k != LR_KEY]
+    colors = _colors([config_label(c, label_keys) for _, c in data.configs.iterrows()])
+    fig, axes = _new_figure(2, len(schedules))
+    rows = ((RETURN, RETURN_LABEL), (SUCCESS, SUCCESS_LABEL))
+    for r, (metric, ylabel) in enumerate(rows):
+        curves = metric_curves(data.tidy, metric)
+        for c, schedule in enumerate(schedules):
+            ax = axes[r, c]
+            configs = _where(data.configs, LR_KEY, schedule)
+            _plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
+            ax.set_title(f"LR schedule: {format_value(schedule)}" if schedule is not None else "all runs")
+            _steps_axis(ax)
+            ax.set_ylabel(ylabel)
+            if metric == SUCCESS:
+                ax.set_ylim(-0.03, 1.03)
+    fig.suptitle(f"{data.name}: return and success vs env steps by agent count and LR schedule\n"
+                 f"({_band_note(statistic)})")
+    return fig
+
+
+def figure_agents_time(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
+    """Per LR schedule: eval success vs wall-clock seconds, one line per agent count."""
+    schedules = _column(data, LR_KEY, LR_ORDER)
+    label_keys = [k for k in data.varied if k != LR_KEY]
+    colors = _colors([config_label(c, label_keys) for _, c in data.configs.iterrows()])
+    curves = wall_time_curves(data.tidy, SUCCESS)
+    fig, axes = _new_figure(1, len(schedules))
+    for c, schedule in enumerate(schedules):
+        ax = axes[0, c]
+        configs = _where(data.configs, LR_KEY, schedule)
+        _plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
+        ax.set_title(f"LR schedule: {format_value(schedule)}" if schedule is not None else "all runs")
+        ax.set_xlabel(TIME_LABEL)
+        ax.set_ylabel(SUCCESS_LABEL)
+        ax.set_ylim(-0.03, 1.03)
+    fig.suptitle(f"{data.name}: eval success vs wall-clock time by agent count\n({_band_note(statistic)})")
+    return fig
+
+
+# ---- DQT figure 4 ------------------------------------------------------------------------
+
+def _fixed_value(values: pd.Series, preferred: float) -> float:
+    """`preferred` if some configuration has it, else the most common value (smallest on ties)."""
+    numeric = pd.to_numeric(values, errors="coerce").dropna().astype(float)
+    if np.isclose(numeric, preferred).any() or numeric.empty:
+        return preferred
+    counts = numeric.value_counts()
+    return float(min(counts[counts == counts.max()].index))
+
+
+def noise_rows(data: ExperimentRuns) -> list[tuple[str, float, str]]:
+    """The noise figure's rows as (fixed key, fixed value, varying key), one per varied key."""
+    def values(key: str) -> pd.Series:
+        # A key that does not vary is not a configs column, but every run still has it.
+        source = data.configs if key in data.configs.columns else data.runs
+        return source[key] if key in source.columns else pd.Series(dtype=float)
+
+    rows = []
+    if "noise.std" in data.varied:  # σ varies at a fixed μ
+        rows.append(("noise.mean", _fixed_value(values("noise.mean"), PREFERRED_FIXED_MEAN), "noise.std"))
+    if "noise.mean" in data.varied:  # μ varies at a fixed σ
+        rows.append(("noise.std", _fixed_value(values("noise.std"), PREFERRED_FIXED_STD), "noise.mean"))
+    return rows
+
+
+def _robust_title(value: Any) -> str:
+    if value in (None, "none"):
+        return "noisy reward (no robust estimator)"
+    return f"robust reward ({value} of the noisy draws)"
+
+
+def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
+    """Eval success vs env steps: rows fix μ (σ varies) or σ (μ varies); columns per robust
+    estimator, noisy (none) first -- a 2x2 grid for the paper's noise sweep."""
+    rows = noise_rows(data) or [("", float("nan"), "")]
+    robusts = _column(data, ROBUST_KEY, ROBUST_ORDER)
+    curves = metric_curves(data.tidy, SUCCESS)
+    fig, axes = _new_figure(len(rows), len(robusts))
+    for r, (fixed_key, fixed_value, varying_key) in enumerate(rows):
+        label_keys = [k for k in data.varied if k not in (ROBUST_KEY, fixed_key)]
+        in_row = _where(data.configs, fixed_key, fixed_value) if fixed_key else data.configs
+        colors = _colors([config_label(c, label_keys) for _, c in in_row.iterrows()])
+        names = short_names([fixed_key, varying_key]) if fixed_key else {}
+        for c, robust in enumerate(robusts):
+            ax = axes[r, c]
+            configs = _where(in_row, ROBUST_KEY, robust)
+            _plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
+            row_title = (f"{names[fixed_key]} = {format_value(fixed_value)} fixed, "
+                         f"{names[varying_key]} varies" if fixed_key else "")
+            ax.set_title(f"{_robust_title(robust)}\n{row_title}".strip(), fontsize="medium")
+            _steps_axis(ax)
+            ax.set_ylabel(SUCCESS_LABEL)
+            ax.set_ylim(-0.03, 1.03)
+    fig.suptitle(f"{data.name}: eval success under reward noise N(μ, σ²), noisy vs robust reward\n"
+                 f"({_band_note(statistic)})")
+    return fig
+
+
+# ---- DQT figure 5 ------------------------------------------------------------------------
+
+def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean") -> Figure:
+    """Success AUC per task (panels): bars per noise setting (x) and robust estimator (hue)."""
+    table = auc.table
+    tasks = _column(data, TASK_KEY)
+    robusts = _column(data, ROBUST_KEY, ROBUST_ORDER)
+    setting_keys = [k for k in data.varied if k not in (TASK_KEY, ROBUST_KEY)]
+    settings = list(dict.fromkeys(config_label(row, setting_keys) for _, row in table.iterrows()))
+    colors = _colors([str(r) for r in robusts])
+    ncols = min(len(tasks), 4)
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = _new_figure(nrows, ncols, width=max(3.6, 1.1 * len(settings) * max(1, len(robusts)) + 1.5))
+    center = "auc_iqm" if statistic == "iqm" else "auc_mean"
+    lo_col, hi_col = (("auc_iqm_ci_low", "auc_iqm_ci_high") if statistic == "iqm"
+                      else ("auc_ci_low", "auc_ci_high"))
+    width = 0.8 / max(1, len(robusts))
+    for i, task in enumerate(tasks):
+        ax = axes[i // ncols, i % ncols]
+        in_task = _where(table, TASK_KEY, task)
+        for h, robust in enumerate(robusts):
+            rows = _where(in_task, ROBUST_KEY, robust)
+            xs, heights, errs = [], [], [[], []]
+            for _, row in rows.iterrows():
+                if np.isnan(row[center]):
+                    continue
+                xs.append(settings.index(config_label(row, setting_keys)) + (h - (len(robusts) - 1) / 2) * width)
+                heights.append(row[center])
+                errs[0].append(max(0.0, row[center] - row[lo_col]))
+                errs[1].append(max(0.0, row[hi_col] - row[center]))
+            if xs:
+                name = "noisy" if robust in (None, "none") else f"robust ({robust})"
+                ax.bar(xs, heights, width=width * 0.95, yerr=errs, capsize=3, color=colors[str(robust)],
+                       label=name, error_kw={"elinewidth": 1})
+        ax.set_xticks(range(len(settings)), settings, rotation=30 if len(settings) > 3 else 0,
+                      ha="right" if len(settings) > 3 else "center", fontsize="small")
+        ax.set_title(f"task: {task}" if task is not None else "all runs")
+        ax.set_xlabel("reward noise setting" + (f" ({', '.join(short_names(setting_keys).values())})"
+                                                 if setting_keys else ""))
+        ax.set_ylabel(AUC_LABEL)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+        if ax.containers:
+            ax.legend(title="reward", fontsize="small", title_fontsize="small")
+    for j in range(len(tasks), nrows * ncols):
+        axes[j // ncols, j % ncols].set_visible(False)
+    seeds = table["seeds"][table["seeds"] > 0]
+    n = f"{seeds.min()}–{seeds.max()}" if seeds.nunique() > 1 else f"{seeds.max() if len(seeds) else 0}"
+    what = "IQM" if statistic == "iqm" else "mean"
+    fig.suptitle(f"{data.name}: success AUC by task, noisy vs robust reward\n"
+                 f"(bars: {what} over {n} seeds; error bars: 95% bootstrap CI)")
+    return fig
+
+
+# ---- every experiment --------------------------------------------------------------------
+
+def figure_success(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
+    """Eval success vs env steps of every configuration on one axes."""
+    colors = _colors(list(data.configs["label"]))
+    many = len(data.configs) > 8
+    fig = Figure(figsize=(9.5 if many else 6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    _plot_configs(ax, metric_curves(data.tidy, SUCCESS), data.configs, data.varied, colors,
+                  statistic=statistic, seed=seed)
+    legend = ax.get_legend()
+    if legend is not None and len(data.configs) > MAX_LEGEND:  # an Optuna study: a legend would hide the plot
+        legend.remove()
+        ax.text(0.01, 0.98, f"{len(data.configs)} configurations (labels in summary.csv)",
+                transform=ax.transAxes, va="top", fontsize="small", color="gray")
+    elif many and legend is not None:  # a long legend goes beside the axes, not over the lines
+        ax.legend(title=legend.get_title().get_text() or None, fontsize="x-small",
+                  loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _steps_axis(ax)
+    ax.set_ylabel(SUCCESS_LABEL)
+    ax.set_ylim(-0.03, 1.03)
+    fig.suptitle(f"{data.name}: eval success per configuration\n({_band_note(statistic)})")
+    return fig
+
+
+def applicable(data: ExperimentRuns) -> list[str]:
+    """The figures an experiment gets, decided by which params vary across its runs."""
+    names = ["success"]
+    if any(k in data.varied for k in AGENTS_KEYS):
+        names.append("agents")
+        if (data.tidy["metric"] == WALL).any():
+            names.append("agents_time")
+    if any(k in data.varied for k in NOISE_KEYS):
+        names.append("noise")
+    if TASK_KEY in data.varied:
+        names.append("tasks")
+    return names
+
+
+def build_figures(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean", seed: int = 0) -> dict[str, Figure]:
+    """Every applicable figure of the experiment, by name (see `DESCRIPTIONS`)."""
+    makers = {
+        "success": lambda: figure_success(data, statistic=statistic, seed=seed),
+        "agents": lambda: figure_agents(data, statistic=statistic, seed=seed),
+        "agents_time": lambda: figure_agents_time(data, statistic=statistic, seed=seed),
+        "noise": lambda: figure_noise(data, statistic=statistic, seed=seed),
+        "tasks": lambda: figure_tasks(data, auc, statistic=statistic),
+    }
+    return {name: makers[name]() for name in applicable(data)}
+
+
+def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Write `name`.png (150 dpi) and `name`.pdf into `out_dir`; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths

@@ -1,0 +1,319 @@
+"""Typed run configuration: one dataclass per concern, one documented field each.
+
+A `RunConfig` round-trips to a flat ``{"section.field": value}`` dict (MLflow params,
+``--set key=value``) and to YAML (``--config FILE``).  Every way in goes through
+`RunConfig.from_flat`, so unknown keys, wrong types and impossible values are rejected
+in one place with a `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LR_SCHEDULES = ("constant", "linear", "log-curve", "linear-log-n", "linear-n")
+ROBUST_ESTIMATORS = ("none", "median", "mean", "trimmed-mean")
+NOISE_KINDS = ("gaussian", "student-t")
+TD_LOSSES = ("mse", "huber")
+MODES = ("sync", "async")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names the key."""
+
+
+def doc(default: Any, text: str) -> Any:
+    """A dataclass field with its one-line documentation attached."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = doc(128, "Transformer width (QT-TDM Table III).")
+    num_layers: int = doc(2, "Transformer blocks (QT-TDM Table III).")
+    num_heads: int = doc(8, "Attention heads (QT-TDM Table III).")
+    num_bins: int = doc(256, "K: bins per action dimension; bin 0 is -1, bin K-1 is +1.")
+    dropout: float = doc(0.1, "Embedding, attention and residual dropout (QT-TDM Table III).")
+    num_q_heads: int = doc(2, "Q heads; targets use their minimum (QT-TDM). 1 disables the second head.")
+
+
+@dataclass
+class LearnerConfig:
+    lr: float = doc(3e-4, "Base Adam learning rate (QT-TDM Table IV).")
+    lr_schedule: str = doc("linear", f"Multiplier on lr over training, one of {LR_SCHEDULES} (DQT 4.2).")
+    adam_eps: float = doc(1e-5, "Adam epsilon.")
+    weight_decay: float = doc(1e-6, "Adam weight decay (QT-TDM Table IV).")
+    grad_clip: float = doc(20.0, "Max global gradient norm (QT-TDM Table IV).")
+    batch_size: int = doc(512, "Transitions per update (QT-TDM Table IV).")
+    batch_per_agent: bool = doc(False, "Use batch_size x num_agents per update, as the paper's code did.")
+    gamma: float = doc(0.98, "Discount between time steps; none between action dims (QT eq. 1).")
+    n_step: int = doc(3, "n of the n-step return across time steps (QT 4.3).")
+    mc_lower_bound: bool = doc(False, "Targets are max(target, Monte-Carlo return-to-go) (QT 4.3).")
+    conservative_weight: float = doc(0.0, "eta: weight of the push of untaken bins toward 0 (QT eq. 2).")
+    td_loss: str = doc("huber", f"TD error penalty, one of {TD_LOSSES}; huber is smooth-L1 (QT-TDM).")
+    target_tau: float = doc(0.005, "EMA coefficient of the target network (DQT eq. 10).")
+    target_update_every: int = doc(10, "Learner updates between EMA target updates (QT-TDM Table IV).")
+    replay_capacity: int = doc(1_000_000, "Transitions kept in the replay buffer.")
+    updates_per_step: float = doc(1.0, "Update-to-data ratio: learner updates per env step across agents.")
+    warmup_steps: int = doc(2000, "Env steps (all agents) of uniform random actions before learning.")
+
+
+@dataclass
+class ExplorationConfig:
+    eps_max: float = doc(1.0, "Epsilon at the start of decay (DQT eq. 2).")
+    eps_min: float = doc(0.01, "Epsilon floor (DQT eq. 2).")
+    decay_fraction: float = doc(0.3, "T_decay as a fraction of trainer.train_steps (QT-TDM: 30%).")
+
+
+@dataclass
+class NoiseConfig:
+    kind: str = doc("gaussian", f"Reward noise distribution, one of {NOISE_KINDS}.")
+    mean: float = doc(0.0, "mu: mean of the noise added to every training reward (DQT eq. 12).")
+    std: float = doc(0.0, "sigma: standard deviation of that noise (a true std; 0 disables noise).")
+    df: float = doc(3.0, "Degrees of freedom of student-t noise (scaled so its std is `std`).")
+    robust: str = doc("none", f"Estimator over `samples` noisy draws, one of {ROBUST_ESTIMATORS} (DQT eq. 15).")
+    samples: int = doc(100, "M: noisy reward draws the robust estimator sees (DQT eq. 14).")
+    trim_fraction: float = doc(0.1, "Fraction cut from each tail by the trimmed-mean estimator.")
+
+
+@dataclass
+class TrainerConfig:
+    task: str = doc("door-unlock", "MetaWorld v3 task id (with or without -v3 / mw- prefix) or toy-reach.")
+    num_agents: int = doc(1, "Agent processes exploring in parallel (DQT n).")
+    train_steps: int = doc(300_000, "Total env steps across all agents (the x-axis of every figure).")
+    mode: str = doc("sync", f"One of {MODES}: sync = paper (weights after each episode); async = never wait.")
+    device: str = doc("auto", f"Learner device, one of {DEVICES}; auto picks cuda when present.")
+    seed: int = doc(0, "Base seed; agent k's env uses seed + 1000 * (k + 1), eval envs seed + 999.")
+    max_episode_steps: int = doc(0, "Episode length cap; 0 keeps the task's own (MetaWorld: 500).")
+    torch_threads: int = doc(1, "Torch intra-op threads per agent process.")
+    checkpoint_every: int = doc(0, "Env steps between checkpoints; 0 = only at the end.")
+    max_agent_restarts: int = doc(3, "Times a dead agent is restarted before the run fails.")
+
+
+@dataclass
+class EvalConfig:
+    every: int = doc(10_000, "Env steps (all agents) between evaluations.")
+    episodes: int = doc(10, "Greedy, noise-free episodes per evaluation.")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "learner": LearnerConfig,
+    "exploration": ExplorationConfig,
+    "noise": NoiseConfig,
+    "trainer": TrainerConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run; its hash identifies a sweep point."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ---- flat dict -------------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        return {
+            f"{name}.{f.name}": getattr(getattr(self, name), f.name)
+            for name in SECTIONS
+            for f in dataclasses.fields(SECTIONS[name])
+        }
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any], base: RunConfig | None = None, where: str = "") -> RunConfig:
+        """Apply ``{"section.field": value}`` over `base` (defaults), checking each key and value."""
+        cfg = dataclasses.replace(base) if base is not None else cls()
+        sections = {name: dataclasses.replace(getattr(cfg, name)) for name in SECTIONS}
+        for key, value in flat.items():
+            section, _, name = str(key).partition(".")
+            if section not in SECTIONS or not name or name not in _field_types(SECTIONS[section]):
+                raise ConfigError(f"{where}unknown config key '{key}'{_suggest(key)}")
+            setattr(sections[section], name, coerce(value, _field_types(SECTIONS[section])[name], f"{where}{key}"))
+        cfg = cls(**sections)
+        cfg.validate(where)
+        return cfg
+
+    # ---- nested dict / YAML -----------------------------------------------------------
+    def to_nested(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    @classmethod
+    def from_nested(cls, nested: dict[str, Any], base: RunConfig | None = None, where: str = "") -> RunConfig:
+        return cls.from_flat(flatten(nested, where), base=base, where=where)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_nested(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, base: RunConfig | None = None) -> RunConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of sections")
+        return cls.from_nested(data, base=base, where=f"{path}: ")
+
+    # ---- identity ---------------------------------------------------------------------
+    def config_hash(self) -> str:
+        """Stable 12-hex id of the configuration without its seed: the seeds of one
+        configuration share it, so (config_hash, seed) identifies a sweep point."""
+        flat = {k: v for k, v in self.to_flat().items() if k != "trainer.seed"}
+        blob = json.dumps(flat, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    # ---- values -----------------------------------------------------------------------
+    def validate(self, where: str = "") -> None:
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"{where}{key} {what}")
+
+        m, lr, ex, nz, tr, ev = self.model, self.learner, self.exploration, self.noise, self.trainer, self.eval
+        need(m.embed_dim > 0 and m.embed_dim % m.num_heads == 0, "model.embed_dim",
+             f"must be a positive multiple of model.num_heads ({m.embed_dim} vs {m.num_heads})")
+        need(m.num_layers >= 1, "model.num_layers", "must be >= 1")
+        need(m.num_heads >= 1, "model.num_heads", "must be >= 1")
+        need(m.num_bins >= 2, "model.num_bins", "must be >= 2 (bin 0 = -1, bin K-1 = +1)")
+        need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        need(m.num_q_heads in (1, 2), "model.num_q_heads", "must be 1 or 2")
+        need(lr.lr > 0, "learner.lr", "must be > 0")
+        need(lr.lr_schedule in LR_SCHEDULES, "learner.lr_schedule",
+             f"must be one of {', '.join(LR_SCHEDULES)} (got '{lr.lr_schedule}')")
+        need(lr.batch_size >= 1, "learner.batch_size", "must be >= 1")
+        need(0.0 < lr.gamma <= 1.0, "learner.gamma", "must be in (0, 1]")
+        need(lr.n_step >= 1, "learner.n_step", "must be >= 1")
+        need(lr.conservative_weight >= 0, "learner.conservative_weight", "must be >= 0")
+        need(lr.td_loss in TD_LOSSES, "learner.td_loss", f"must be one of {', '.join(TD_LOSSES)}")
+        need(0.0 < lr.target_tau <= 1.0, "learner.target_tau", "must be in (0, 1]")
+        need(lr.target_update_every >= 1, "learner.target_update_every", "must be >= 1")
+        need(lr.replay_capacity >= 1, "learner.replay_capacity", "must be >= 1")
+        need(lr.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
+        need(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
+        need(lr.grad_clip > 0, "learner.grad_clip", "must be > 0")
+        need(0.0 <= ex.eps_min <= ex.eps_max <= 1.0, "exploration.eps_min",
+             "and exploration.eps_max must satisfy 0 <= eps_min <= eps_max <= 1")
+        need(0.0 < ex.decay_fraction <= 1.0, "exploration.decay_fraction", "must be in (0, 1]")
+        need(nz.kind in NOISE_KINDS, "noise.kind", f"must be one of {', '.join(NOISE_KINDS)}")
+        need(math.isfinite(nz.mean), "noise.mean", "must be finite")
+        need(nz.std >= 0 and math.isfinite(nz.std), "noise.std", f"must be >= 0 (got {nz.std})")
+        need(nz.df > 2, "noise.df", "must be > 2 so the student-t noise has a finite std")
+        need(nz.robust in ROBUST_ESTIMATORS, "noise.robust",
+             f"must be one of {', '.join(ROBUST_ESTIMATORS)} (got '{nz.robust}')")
+        need(nz.samples >= 1, "noise.samples", "must be >= 1")
+        need(0.0 <= nz.trim_fraction < 0.5, "noise.trim_fraction", "must be in [0, 0.5)")
+        need(tr.num_agents >= 1, "trainer.num_agents", "must be >= 1")
+        need(tr.train_steps >= 1, "trainer.train_steps", "must be >= 1")
+        need(tr.mode in MODES, "trainer.mode", f"must be one of {', '.join(MODES)}")
+        need(tr.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}")
+        need(tr.max_episode_steps >= 0, "trainer.max_episode_steps", "must be >= 0")
+        need(tr.torch_threads >= 1, "trainer.torch_threads", "must be >= 1")
+        need(tr.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0")
+        need(tr.max_agent_restarts >= 0, "trainer.max_agent_restarts", "must be >= 0")
+        need(ev.every >= 1, "eval.every", "must be >= 1")
+        need(ev.episodes >= 1, "eval.episodes", "must be >= 1")
+
+
+def flatten(nested: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``{"learner": {"lr": 1}}`` -> ``{"learner.lr": 1}``; dotted keys pass through."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS:
+                raise ConfigError(f"{where}unknown config section '{key}'{_suggest(str(key))}")
+            for sub, v in value.items():
+                if isinstance(v, dict):
+                    raise ConfigError(f"{where}unknown config section '{key}.{sub}'")
+                flat[f"{key}.{sub}"] = v
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def field_docs() -> dict[str, str]:
+    """``{"section.field": "documentation"}`` for every config field (for --help)."""
+    return {
+        f"{name}.{f.name}": f.metadata.get("doc", "")
+        for name, section in SECTIONS.items()
+        for f in dataclasses.fields(section)
+    }
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["learner.lr=1e-3", ...]`` -> ``{"learner.lr": "1e-3"}`` (values coerced later)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set '{item}' must look like section.field=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ---- type coercion --------------------------------------------------------------------
+_TYPE_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(section: type) -> dict[str, Any]:
+    if section not in _TYPE_CACHE:
+        _TYPE_CACHE[section] = typing.get_type_hints(section)
+    return _TYPE_CACHE[section]
+
+
+def coerce(value: Any, typ: Any, key: str) -> Any:
+    """Turn `value` (possibly a string from the command line) into `typ`, or raise ConfigError."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return coerce(value, args[0], key)
+    if isinstance(value, str) and typ is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key} expects {typ.__name__}, got '{value}'") from None
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise ConfigError(f"{key} expects an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} expects a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {typ}")
+
+
+def _suggest(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(field_docs()), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,59 @@
+"""The evaluation process: greedy, noise-free episodes on separate envs (DESIGN §4).
+
+The learner sends a weight snapshot with the env step it belongs to; evaluating in a
+process of its own keeps the learner training while MetaWorld episodes roll.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.bins import to_continuous
+from core.config import RunConfig
+from core.decode import GreedyDecoder
+from core.envs import make_env, run_eval_episodes
+from core.model import QTransformer
+from core.procutil import become_child_of_run, parent_alive
+
+EVAL_SEED_OFFSET = 999
+
+
+def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, results: Any, parent_pid: int) -> None:
+    become_child_of_run(parent_pid)
+    torch.set_num_threads(1)
+    tr = cfg.trainer
+    env = make_env(tr.task, seed=tr.seed + EVAL_SEED_OFFSET, max_episode_steps=tr.max_episode_steps)
+    model = QTransformer(obs_dim, action_dims, cfg.model).eval()
+    decoder = GreedyDecoder(model)
+    k = cfg.model.num_bins
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return to_continuous(decoder(obs[None])[0].numpy(), k)
+
+    while True:
+        try:
+            req = requests.get(timeout=0.5)
+        except queue.Empty:
+            if not parent_alive(parent_pid):
+                return
+            continue
+        if req is None:
+            return
+        step, flat = req
+        load_flat(model, flat)
+        decoder.refresh()
+        out = run_eval_episodes(env, policy, cfg.eval.episodes)
+        results.put((step, float(out["success_rate"]), float(out["return"])))
+
+
+def load_flat(model: torch.nn.Module, flat: np.ndarray) -> None:
+    vec = torch.from_numpy(np.asarray(flat, dtype=np.float32))
+    with torch.no_grad():
+        offset = 0
+        for p in model.parameters():
+            p.copy_(vec[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()

@@ -1,0 +1,175 @@
+"""Episode replay buffer with n-step returns and Monte-Carlo return-to-go.
+
+Whole episodes go in; every per-step quantity the loss needs is computed once at
+insertion (QT 4.3), so sampling is a single index gather over pre-allocated ring arrays
+(Sample Factory style: allocate once, move indices, never loop per sample).
+
+Per stored step t of an episode of length L (rewards r_0..r_{L-1}, observations
+s_0..s_L, s_L the final observation):
+
+* n' = min(n, L - t)                                   -- the n-step window, cut at the end
+* R_t = sum_{k<n'} gamma^k r_{t+k}                     -- n-step discounted reward
+* d_t = gamma^{n'} if s_{t+n'} may be bootstrapped, else 0.  Only a TRUE termination
+  forbids it (t + n' = L of a terminated episode); a time-limit truncation keeps it,
+  since the final observation still has a future (QT eq. 1 with done-masking).
+* next_obs_t = s_{t+n'}
+* G_t = sum_{j>=t} gamma^{j-t} r_j                    -- MC return-to-go (QT 4.3).
+  For a truncated episode this is the return observed until the time limit; with
+  non-negative rewards (MetaWorld, sparse success) it stays a lower bound on Q*.
+
+Memory: obs and next_obs are stored as float32 (2 x capacity x obs_dim x 4 bytes);
+arrays come from ``np.zeros`` so the OS only commits pages that are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A sampled minibatch, one row per transition (B rows).
+
+    obs [B, obs_dim] f32, bins [B, N] int64, ret [B] f32 (R_t), discount [B] f32 (d_t),
+    next_obs [B, obs_dim] f32 (s_{t+n'}), mc_return [B] f32 (G_t).
+    """
+
+    obs: torch.Tensor
+    bins: torch.Tensor
+    ret: torch.Tensor
+    discount: torch.Tensor
+    next_obs: torch.Tensor
+    mc_return: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The same batch on `device` (a no-op copy-free view when already there)."""
+        return Batch(
+            *(t.to(device, non_blocking=non_blocking) for t in
+              (self.obs, self.bins, self.ret, self.discount, self.next_obs, self.mc_return))
+        )
+
+
+def n_step_targets(
+    rewards: np.ndarray, gamma: float, n_step: int, terminated: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step (R_t, d_t, next index t+n', G_t) of one episode, in float64 / int64.
+
+    See the module docstring for the definitions; `next index` indexes the episode's
+    observation array of length L + 1.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    length = r.shape[0]
+    t = np.arange(length)
+    # n' = min(n, L - t): the window shrinks near the end of the episode.
+    n_eff = np.minimum(n_step, length - t)
+    ret = np.zeros(length, dtype=np.float64)
+    for k in range(min(n_step, length)):
+        # term gamma^k r_{t+k} exists for every t with t + k < L, i.e. k < n'
+        ret[: length - k] += gamma**k * r[k:]
+    next_idx = t + n_eff
+    discount = gamma ** n_eff.astype(np.float64)
+    if terminated:
+        # s_L is a true terminal state: nothing to bootstrap from it.
+        discount[next_idx == length] = 0.0
+    mc = np.zeros(length, dtype=np.float64)
+    acc = 0.0
+    for j in range(length - 1, -1, -1):
+        acc = r[j] + gamma * acc
+        mc[j] = acc
+    return ret, discount, next_idx, mc
+
+
+class ReplayBuffer:
+    """FIFO ring of transitions built from whole episodes; uniform sampling.
+
+    Args:
+        capacity: transitions kept; the oldest are overwritten first.
+        obs_dim: length of an observation vector.
+        action_dims: N, the number of action dimensions (bins per step).
+        gamma: discount between time steps (QT eq. 1).
+        n_step: n of the n-step return (QT 4.3).
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, action_dims: int, gamma: float, n_step: int) -> None:
+        if capacity < 1 or obs_dim < 1 or action_dims < 1 or n_step < 1:
+            raise ValueError("capacity, obs_dim, action_dims and n_step must be >= 1")
+        self.capacity = int(capacity)
+        self.obs_dim = int(obs_dim)
+        self.action_dims = int(action_dims)
+        self.gamma = float(gamma)
+        self.n_step = int(n_step)
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        # int16 holds any K up to 32768 bins at a quarter of int64's memory.
+        self.bins = np.zeros((capacity, action_dims), dtype=np.int16)
+        self.ret = np.zeros(capacity, dtype=np.float32)
+        self.discount = np.zeros(capacity, dtype=np.float32)
+        self.mc_return = np.zeros(capacity, dtype=np.float32)
+        self._ptr = 0  # next slot to write
+        self._size = 0
+        self.episodes_added = 0
+        self.transitions_added = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add_episode(self, obs: np.ndarray, bins: np.ndarray, rewards: np.ndarray, terminated: bool) -> None:
+        """Store one episode.
+
+        Args:
+            obs: [L + 1, obs_dim], s_0..s_L including the final observation.
+            bins: [L, N] integer bins of the actions taken.
+            rewards: [L] rewards r_0..r_{L-1} (as used for training, i.e. after noise).
+            terminated: True for a true termination (no bootstrap past s_L), False for a
+                time-limit truncation (bootstrap from s_L).
+        """
+        obs = np.asarray(obs, dtype=np.float32)
+        bins = np.asarray(bins)
+        rewards = np.asarray(rewards)
+        length = rewards.shape[0]
+        if obs.shape != (length + 1, self.obs_dim):
+            raise ValueError(f"obs must be [L+1={length + 1}, {self.obs_dim}], got {list(obs.shape)}")
+        if bins.shape != (length, self.action_dims):
+            raise ValueError(f"bins must be [L={length}, {self.action_dims}], got {list(bins.shape)}")
+        if length == 0:
+            return
+        if bins.min() < 0 or bins.max() > np.iinfo(np.int16).max:
+            raise ValueError("bins must lie in [0, 32767]")
+        ret, discount, next_idx, mc = n_step_targets(rewards, self.gamma, self.n_step, bool(terminated))
+        self.episodes_added += 1
+        self.transitions_added += length
+        # An episode longer than the whole buffer keeps only its newest `capacity` steps.
+        keep = slice(max(0, length - self.capacity), length)
+        count = keep.stop - keep.start
+        slots = (self._ptr + np.arange(count)) % self.capacity
+        self.obs[slots] = obs[:length][keep]
+        self.next_obs[slots] = obs[next_idx[keep]]
+        self.bins[slots] = bins[keep]
+        self.ret[slots] = ret[keep]
+        self.discount[slots] = discount[keep]
+        self.mc_return[slots] = mc[keep]
+        self._ptr = int((self._ptr + count) % self.capacity)
+        self._size = min(self._size + count, self.capacity)
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Uniform slot indices over the stored transitions (with replacement)."""
+        if self._size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        return rng.integers(0, self._size, size=batch_size)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """A uniform minibatch (with replacement) as CPU tensors; call ``.to(device)``."""
+        idx = self.sample_indices(batch_size, rng)
+        # Slots [0, size) are exactly the stored ones: before the first wrap they are the
+        # written prefix, after it every slot holds a live transition.
+        return Batch(
+            obs=torch.from_numpy(self.obs[idx]),
+            bins=torch.from_numpy(self.bins[idx].astype(np.int64)),
+            ret=torch.from_numpy(self.ret[idx]),
+            discount=torch.from_numpy(self.discount[idx]),
+            next_obs=torch.from_numpy(self.next_obs[idx]),
+            mc_return=torch.from_numpy(self.mc_return[idx]),
+        )

@@ -1,0 +1,4 @@
+from dqt.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""`dqt sweep SPEC.yaml`: validate, expand and run (or `--dry-run` show) a sweep spec.
+
+Wired into `dqt` by `dqt/cli.py` through `register`; a bad spec raises `ConfigError`,
+which `dqt` prints as one line and exits 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from core.config import ConfigError
+
+EPILOG = """\
+examples:
+  dqt sweep sweeps/noise.yaml --dry-run              # the quick profile's runs and their status
+  dqt sweep sweeps/noise.yaml --profile paper -j 4   # the paper's 108 runs, 4 at a time
+  dqt sweep sweeps/noise.yaml --profile paper --storage postgresql://u:p@db/optuna \\
+      --tracking-uri http://mlflow:5000 --worker     # a helper on another host (docs/SWEEPS.md)
+"""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `sweep` subcommand to `dqt`'s subparsers."""
+    p = subparsers.add_parser(
+        "sweep", help="run a declarative sweep spec (grid or Optuna search)",
+        description="Expand and run a sweep spec: points already FINISHED in the tracking store are skipped, "
+                    "failed or interrupted ones run again (resumed from their checkpoint when they have one).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", metavar="SPEC.yaml", help="sweep spec, e.g. sweeps/noise.yaml (format: docs/SWEEPS.md)")
+    p.add_argument("--profile", default=None, help="named profile of the spec (default: quick)")
+    p.add_argument("--jobs", "-j", default="1", metavar="J", help="points run at once by this worker (default: 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded runs and their status; run nothing")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<repo>/mlflow.db)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage shared by all workers: an RDB URL (postgresql://, mysql://) or a journal "
+                        "file path (default: optuna.journal next to the sqlite mlflow.db)")
+    p.add_argument("--worker", action="store_true",
+                   help="only work on points another `dqt sweep` queued in --storage (helpers on other hosts)")
+    p.set_defaults(handler=cmd_sweep)
+    return p
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run `dqt sweep`; returns the exit status (0 ok, 1 a point failed, 130 interrupted)."""
+    from sweeps.expand import expand
+    from sweeps.spec import load_spec
+
+    jobs = _jobs(args.jobs)
+    spec = load_spec(args.spec, args.profile)
+    if spec.search is not None:
+        from sweeps import search
+
+        if args.dry_run:
+            search.describe(spec, args.storage, args.tracking_uri, sys.stdout)
+            return 0
+        return search.run_search(spec, _options(args, jobs)).exit_code
+    points = expand(spec)  # every point is validated here, before anything runs
+    from sweeps import runner
+
+    if args.dry_run:
+        runner.dry_run(spec, points, args.tracking_uri, sys.stdout)
+        return 0
+    return runner.run_sweep(spec, points, _options(args, jobs)).exit_code
+
+
+def _jobs(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"--jobs must be an integer >= 1, got '{value}'")
+    return int(value)
+
+
+def _options(args: argparse.Namespace, jobs: int) -> Any:
+    from sweeps.runner import SweepOptions
+
+    return SweepOptions(jobs=jobs, tracking_uri=args.tracking_uri, storage=args.storage, worker=args.worker)

@@ -1,0 +1,308 @@
+"""Optuna mode: search the spec's `search.space`; the objective is the eval success AUC.
+
+Each trial is one configuration (base + the sampled values) trained once per seed of the
+spec, each seed a child run of the sweep's parent run like any grid point; its value is the
+mean over seeds of the area under the run's `search.metric` curve (default
+``eval/success_rate``) over env steps, normalised by the step range (DQT figure 5).
+
+The study ``search/<name>/<profile>`` lives in the same Optuna storage as the claim queue
+(next to the MLflow store by default), so rerunning the command continues the study until
+`n_trials` trials COMPLETE, and workers on other hosts pointed at the same storage share it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.config import ConfigError, RunConfig
+from core.tracking import resolve_tracking_uri
+from sweeps.expand import Point
+from sweeps.runner import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Job,
+    Launcher,
+    Owner,
+    Store,
+    SweepOptions,
+    SweepProgress,
+    claim_alive,
+    default_storage,
+    ensure_study,
+    open_storage,
+    point_status,
+    reap_stale,
+    run_jobs,
+    study_name,
+)
+from sweeps.spec import SEED_KEY, SearchParam, Spec
+
+
+def success_auc(history: Sequence[tuple[float, float]]) -> float:
+    """Trapezoidal area under ``(step, value)`` points divided by their step range, so a
+    success rate gives a number in [0, 1]; one point gives its value, none gives 0.
+
+    (analysis/ computes the same AUC for figures; this small copy keeps `sweeps` free of
+    the analysis dependencies.)
+    """
+    points = sorted(history)
+    if not points:
+        return 0.0
+    if len(points) == 1 or points[-1][0] == points[0][0]:
+        return float(sum(v for _, v in points) / len(points))
+    area = sum((s1 - s0) * (v0 + v1) / 2 for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False))
+    return float(area / (points[-1][0] - points[0][0]))
+
+
+def suggest(trial: Any, space: Sequence[SearchParam], base: RunConfig) -> dict[str, Any]:
+    """The trial's values for `space`: choices are categorical; a range is an int or float
+    range after the config field's type (``learner.n_step`` int, ``learner.lr`` float)."""
+    flat = base.to_flat()
+    values: dict[str, Any] = {}
+    for p in space:
+        if p.choices is not None:
+            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+        elif isinstance(flat[p.key], int) and not isinstance(flat[p.key], bool):
+            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+        else:
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high, log=p.log, step=p.step)
+    return values
+
+
+@dataclass
+class _Trial:
+    """A running trial: its seeds' points and how they ended."""
+
+    trial: Any
+    values: dict[str, Any]
+    points: list[Point]
+    pending: int
+    failed: bool = False
+    run_ids: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    completed: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
+    """Run trials until the study holds `search.n_trials` COMPLETE (or live) trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    assert spec.search is not None
+    opts = opts or SweepOptions()
+    stream = opts.stream or sys.stderr
+    search = spec.search
+    uri = resolve_tracking_uri(opts.tracking_uri)
+    storage = open_storage(opts.storage or default_storage(uri))
+    name = study_name("search", spec)
+    # Helpers on other hosts draw their own seed; with one shared seed they would all
+    # propose the same first trials. constant_liar keeps parallel trials apart.
+    sampler = optuna.samplers.TPESampler(seed=None if opts.worker else search.sampler_seed, constant_liar=True)
+    study = ensure_study(storage, name, direction=search.direction, sampler=sampler)
+    study_id = storage.get_study_id_from_name(name)
+    owner = Owner.of()
+    store = Store(uri, spec.name)
+    base = RunConfig.from_flat(spec.base, where=f"{spec.path}: base: ")
+    result = SearchResult()
+    progress = SweepProgress(spec.label, search.n_trials * len(spec.seeds), jobs=opts.jobs, stream=stream)
+    workdir = Path(tempfile.mkdtemp(prefix=f"dqt-search-{spec.name}-"))
+    jobs: deque[Job] = deque()
+    live: dict[int, _Trial] = {}
+
+    def parent() -> str:
+        if result.parent_run_id is None:
+            result.parent_run_id = store.start_parent(
+                f"{spec.label} search",
+                tags={"dqt.role": "parent", "sweep": spec.name, "profile": spec.profile or "",
+                      "dqt.mode": "search", "dqt.worker": owner.token, "dqt.spec": spec.path, "optuna.study": name},
+                params={"n_trials": search.n_trials, "direction": search.direction, "metric": search.metric,
+                        "jobs": opts.jobs})
+        return result.parent_run_id
+
+    def budget_left() -> bool:
+        reap_stale(storage, study_id, opts.stale_after_s)
+        counted = [t for t in storage.get_all_trials(study_id, deepcopy=False,
+                                                     states=(TrialState.COMPLETE, TrialState.RUNNING))
+                   if t.state == TrialState.COMPLETE or claim_alive(t.user_attrs, t.datetime_start, opts.stale_after_s)]
+        # Failed trials do not use the budget, but a space that always fails must end too.
+        return len(counted) < search.n_trials and result.failed < search.n_trials
+
+    def next_job() -> Job | None:
+        while not jobs and budget_left():
+            _ask()
+        return jobs.popleft() if jobs else None
+
+    def _ask() -> None:
+        trial = study.ask()
+        trial.set_user_attr("owner", owner.token)
+        values = suggest(trial, search.space, base)
+        try:
+            config = RunConfig.from_flat(values, base=base, where=f"{spec.path}: search trial {trial.number}: ")
+        except ConfigError as exc:  # e.g. a sampled pair that breaks a cross-field rule
+            trial.set_user_attr("error", str(exc))
+            _tell(trial, None)
+            return
+        points = []
+        for seed in spec.seeds:
+            seeded = RunConfig.from_flat({SEED_KEY: seed}, base=config)
+            points.append(Point(seeded, seeded.config_hash(), seed, tuple(values.items())))
+        state = _Trial(trial, values, points, pending=len(points))
+        trial.set_user_attr("config_hash", points[0].config_hash)
+        live[trial.number] = state
+        for point in points:
+            runs = store.runs(point.key).get(point.key, [])
+            if point_status(runs) == "FINISHED":  # same configuration and seed ran before: reuse it
+                state.run_ids[point.seed] = next(r.run_id for r in runs if r.status == "FINISHED")
+                state.pending -= 1
+                continue
+            jobs.append(_job(state, point, runs[0].run_id if runs and store.has_checkpoint(runs[0].run_id) else None))
+        if state.pending == 0:
+            _finish(state)
+
+    def _job(state: _Trial, point: Point, resume: str | None) -> Job:
+        def on_exit(code: int, seconds: float) -> None:  # noqa: ARG001
+            state.pending -= 1
+            state.failed |= code != EXIT_OK
+            if state.pending == 0:
+                _finish(state)
+
+        return Job(point=point, name=f"trial {state.trial.number} seed={point.seed}",
+                   tags={"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point",
+                         "dqt.worker": owner.token, "optuna.study": name, "optuna.trial": str(state.trial.number)},
+                   resume=resume, on_exit=on_exit)
+
+    def _finish(state: _Trial) -> None:
+        live.pop(state.trial.number, None)
+        if state.failed:
+            _tell(state.trial, None)
+            return
+        aucs = []
+        for point in state.points:
+            run_id = state.run_ids.get(point.seed) or _finished_run(store, point)
+            history = store.metric_history(run_id, search.metric) if run_id else []
+            if not history:
+                state.trial.set_user_attr("error", f"no {search.metric} in run {run_id}")
+                _tell(state.trial, None)
+                return
+            state.run_ids[point.seed] = run_id
+            aucs.append(success_auc(history))
+        state.trial.set_user_attr("run_ids", [state.run_ids[p.seed] for p in state.points])
+        state.trial.set_user_attr("aucs", aucs)
+        _tell(state.trial, sum(aucs) / len(aucs))
+
+    def _tell(trial: Any, value: float | None) -> None:
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            result.failed += 1
+        else:
+            study.tell(trial, value)
+            result.completed += 1
+
+    def heartbeat() -> None:
+        import time
+
+        for state in list(live.values()):
+            state.trial.set_user_attr("heartbeat", time.time())
+
+    launcher = Launcher(spec.name, uri, workdir, parent, opts.train_cmd)
+    try:
+        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s,
+                                      tick=heartbeat, tick_s=opts.heartbeat_s)
+    finally:
+        progress.close()
+        for state in list(live.values()):  # interrupted (or our own error): these trials did not finish
+            _tell(state.trial, None)
+    _record_best(study, store, result, search.direction, stream)
+    if result.parent_run_id is not None:
+        status = "KILLED" if result.interrupted else "FAILED" if result.failed else "FINISHED"
+        store.end_parent(result.parent_run_id, status, {"trials_completed": result.completed,
+                                                        "trials_failed": result.failed})
+    if not result.failed and not opts.keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"  logs and trial configs kept in {workdir}", file=stream)
+    return result
+
+
+def _finished_run(store: Store, point: Point) -> str | None:
+    runs = store.runs(point.key).get(point.key, [])
+    return next((r.run_id for r in runs if r.status == "FINISHED"), None)
+
+
+def _record_best(study: Any, store: Store, result: SearchResult, direction: str, stream: TextIO) -> None:
+    """Print the best trial of the whole study and put it on this invocation's parent run."""
+    try:
+        best = study.best_trial
+    except ValueError:  # no COMPLETE trial yet
+        print(f"{study.study_name}: no completed trial yet", file=stream)
+        return
+    result.best_value, result.best_params = best.value, dict(best.params)
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    print(f"{study.study_name}: best {direction[:3]} AUC {best.value:.4f} (trial {best.number}): {shown}",
+          file=sys.stdout)
+    if result.parent_run_id is not None:
+        client = store.client
+        client.set_tag(result.parent_run_id, "best.trial", str(best.number))
+        client.set_tag(result.parent_run_id, "best.value", f"{best.value:.6g}")
+        client.set_tag(result.parent_run_id, "best.config_hash", str(best.user_attrs.get("config_hash", "")))
+        client.set_tag(result.parent_run_id, "best.run_ids", ",".join(best.user_attrs.get("run_ids", [])))
+        for key, value in best.params.items():
+            client.log_param(result.parent_run_id, f"best.{key}", value)
+        client.log_metric(result.parent_run_id, "best_auc", best.value)
+
+
+def describe(spec: Spec, storage: str | None, tracking_uri: str | None, out: TextIO) -> None:
+    """The dry run of a search spec: its space, budget and how far the study got."""
+    assert spec.search is not None
+    search = spec.search
+    print(f"{spec.label}: Optuna search, {search.n_trials} trials x {len(spec.seeds)} seeds, "
+          f"{search.direction} AUC of {search.metric} (experiment '{spec.name}', nothing run)", file=out)
+    for p in search.space:
+        what = f"choices {list(p.choices)}" if p.choices is not None else (
+            f"[{p.low}, {p.high}]" + (" log" if p.log else "") + (f" step {p.step}" if p.step else ""))
+        print(f"  {p.key}: {what}", file=out)
+    path = storage or _existing_default_storage(tracking_uri)
+    if path is None:
+        print("  study: not started", file=out)
+        return
+    import optuna
+
+    name = study_name("search", spec)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(path))
+    except KeyError:
+        print("  study: not started", file=out)
+        return
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    print(f"  study {name}: {counts or 'no trials'}", file=out)
+
+
+def _existing_default_storage(tracking_uri: str | None) -> str | None:
+    try:
+        path = default_storage(resolve_tracking_uri(tracking_uri))
+    except ConfigError:
+        return None
+    return path if Path(path).exists() else None

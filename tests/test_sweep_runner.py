@@ -1,0 +1,166 @@
+"""The sweep runner against a stand-in `dqt train` (tests/test_sweep_fake_train.py).
+
+Covers the MLflow contract (parent and child runs), skipping FINISHED points, re-running
+failed ones, resuming a run with a checkpoint, and Ctrl-C / SIGTERM leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import test_sweep_fake_train as fake
+from core.tracking import ensure_store
+from sweeps.expand import expand
+from sweeps.runner import SweepOptions, run_sweep
+from sweeps.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_spec(tmp_path: Path, means: list[float], seeds: int = 1) -> Path:
+    path = tmp_path / "demo.yaml"
+    path.write_text(f"name: demo\nbase: {{trainer: {{task: toy-reach, train_steps: 300}}, eval: {{every: 100}}}}\n"
+                    f"grid: {{noise.mean: {means}}}\nseeds: {seeds}\nprofiles: {{quick: {{}}, paper: {{}}}}\n")
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A fresh store and a log of every stand-in trainer start."""
+    log = tmp_path / "starts.jsonl"
+    log.touch()
+    monkeypatch.setenv("FAKE_TRAIN_LOG", str(log))
+    uri = ensure_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return {"uri": uri, "log": log}
+
+
+def starts(log: Path) -> list[dict]:
+    return [e for e in events(log) if "hash" in e]
+
+
+def events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def options(env: dict, **kw) -> SweepOptions:
+    return SweepOptions(tracking_uri=env["uri"], train_cmd=fake.command(), stream=io.StringIO(), grace_s=10, **kw)
+
+
+def runs_of(uri: str, experiment: str = "demo") -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id])
+
+
+def test_sweep_runs_points_as_children_and_reruns_only_failures(tmp_path, env):
+    spec = load_spec(make_spec(tmp_path, [0, 13, 5]))
+    points = expand(spec)
+    opts = options(env, jobs=2)
+    result = run_sweep(spec, points, opts)
+    assert result.exit_code == 1
+    assert [p.config.noise.mean for p, _, _ in result.failed] == [13.0]
+    assert {p.config.noise.mean for p in result.finished} == {0.0, 5.0}
+    report = opts.stream.getvalue()
+    assert "demo[quick]: 3 points: 2 finished now, 0 already finished, 1 failed" in report
+    assert "FAILED" in report and "mean=13 seed=0" in report
+
+    runs = runs_of(env["uri"])
+    parents = [r for r in runs if r.data.tags.get("dqt.role") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["sweep"] == "demo" and parent.data.tags["profile"] == "quick"
+    children = [r for r in runs if r.data.tags.get("dqt.role") == "point"]
+    assert len(children) == 3
+    for run in children:
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["sweep"] == "demo" and tags["profile"] == "quick" and tags["seed"] == "0"
+        assert tags["config_hash"] in {p.config_hash for p in points}
+
+    first = len(starts(env["log"]))
+    again = run_sweep(spec, points, options(env, jobs=2))
+    assert again.exit_code == 1 and again.already == 2
+    rerun = starts(env["log"])[first:]
+    assert [s["hash"] for s in rerun] == [points[1].config_hash]  # only the failed point ran again
+
+
+def test_interrupted_run_with_checkpoint_is_resumed(tmp_path, env):
+    spec = load_spec(make_spec(tmp_path, [77]))
+    points = expand(spec)
+    first = run_sweep(spec, points, options(env))
+    assert first.exit_code == 1  # the stand-in SIGKILLed itself half way
+    (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
+    assert run.info.status == "RUNNING"  # what a crash leaves behind
+
+    second = run_sweep(spec, points, options(env))
+    assert second.exit_code == 0
+    assert [s["resume"] for s in starts(env["log"])] == [None, run.info.run_id]
+    (after,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+
+
+def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env):
+    from mlflow import MlflowClient
+
+    spec = load_spec(make_spec(tmp_path, [0]))
+    (point,) = expand(spec)
+    client = MlflowClient(env["uri"])
+    exp = client.create_experiment("demo")
+    orphan = client.create_run(exp, tags={"config_hash": point.config_hash, "seed": "0"})  # left RUNNING
+    assert run_sweep(spec, [point], options(env)).exit_code == 0
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+    assert starts(env["log"])[0]["resume"] is None
+    statuses = sorted(r.info.status for r in runs_of(env["uri"]) if "config_hash" in r.data.tags)
+    assert statuses == ["FINISHED", "KILLED"]
+
+
+SWEEP = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import test_sweep_fake_train as fake
+from sweeps.expand import expand
+from sweeps.runner import SweepOptions, run_sweep
+from sweeps.spec import load_spec
+spec = load_spec(sys.argv[1])
+opts = SweepOptions(jobs=2, tracking_uri=sys.argv[2], train_cmd=fake.command(), grace_s=10)
+sys.exit(run_sweep(spec, expand(spec), opts).exit_code)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
+    spec_path = make_spec(tmp_path, [99], seeds=2)  # two points that run until stopped
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests")],
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while sum("waiting" in e for e in events(env["log"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sweep.send_signal(sig)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, err
+    pids = [s["pid"] for s in starts(env["log"])]
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    runs = runs_of(env["uri"])
+    assert sorted(r.info.status for r in runs if r.data.tags.get("dqt.role") == "point") == ["KILLED", "KILLED"]
+    assert [r.info.status for r in runs if r.data.tags.get("dqt.role") == "parent"] == ["KILLED"]
+    assert "interrupted" in err

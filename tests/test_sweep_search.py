@@ -1,0 +1,90 @@
+"""Optuna mode: the AUC objective, the sampled values, and a study over stand-in runs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import optuna
+import pytest
+
+import test_sweep_fake_train as fake
+from core.config import RunConfig
+from core.tracking import ensure_store
+from sweeps.runner import SweepOptions, open_storage
+from sweeps.search import run_search, success_auc, suggest
+from sweeps.spec import load_spec
+
+
+def test_success_auc_is_the_normalised_trapezoid():
+    assert success_auc([(0, 0.0), (100, 1.0)]) == pytest.approx(0.5)
+    assert success_auc([(200, 1.0), (0, 0.0), (100, 1.0)]) == pytest.approx(0.75)  # order does not matter
+    assert success_auc([(10, 1.0), (20, 1.0), (30, 1.0)]) == pytest.approx(1.0)
+    assert success_auc([(5, 0.4)]) == pytest.approx(0.4)
+    assert success_auc([]) == 0.0
+
+
+def test_suggest_follows_the_config_field_types(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: {trainer: {task: toy-reach}}\nsearch:\n  n_trials: 1\n  space:\n"
+                    "    learner.lr: {low: 1.0e-5, high: 1.0e-3, log: true}\n"
+                    "    learner.n_step: {low: 1, high: 5}\n"
+                    "    noise.robust: {choices: [none, median]}\n")
+    space = load_spec(path).search.space
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        values = suggest(study.ask(), space, RunConfig())
+        assert 1e-5 <= values["learner.lr"] <= 1e-3 and isinstance(values["learner.lr"], float)
+        assert values["learner.n_step"] in range(1, 6) and isinstance(values["learner.n_step"], int)
+        assert values["noise.robust"] in ("none", "median")
+
+
+def make_spec(tmp_path: Path, space: str, n_trials: int) -> Path:
+    path = tmp_path / "search.yaml"
+    path.write_text("name: demo\nbase: {trainer: {task: toy-reach, train_steps: 300}, eval: {every: 100}}\n"
+                    f"seeds: 1\nsearch:\n  n_trials: {n_trials}\n  sampler_seed: 0\n  space:\n    {space}\n"
+                    "profiles: {quick: {}}\n")
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAIN_LOG", str(tmp_path / "starts.jsonl"))
+    return ensure_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, capsys):
+    from mlflow import MlflowClient
+
+    spec = load_spec(make_spec(tmp_path, "learner.lr: {choices: [1.0e-4, 5.0e-4, 1.0e-3]}", n_trials=3))
+    opts = SweepOptions(tracking_uri=env, train_cmd=fake.command(), jobs=2, stream=io.StringIO())
+    result = run_search(spec, opts)
+    assert result.exit_code == 0 and result.completed == 3
+    # the stand-in's success curve rises linearly to min(1, 1000 lr): AUC = 500 lr
+    assert result.best_value == pytest.approx(500 * result.best_params["learner.lr"])
+    assert "search/demo/quick: best max AUC" in capsys.readouterr().out
+
+    client = MlflowClient(env)
+    runs = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("dqt.role") == "parent"]
+    assert parent.data.tags["dqt.mode"] == "search" and parent.info.status == "FINISHED"
+    assert float(parent.data.tags["best.value"]) == pytest.approx(result.best_value)
+    assert float(parent.data.params["best.learner.lr"]) == result.best_params["learner.lr"]
+    study = optuna.load_study(study_name="search/demo/quick", storage=open_storage(str(tmp_path / "optuna.journal")))
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 3
+    # a trial that samples a configuration already FINISHED in the store reuses its run
+    children = [r for r in runs if r.data.tags.get("dqt.role") == "point"]
+    assert len(children) == len({t.params["learner.lr"] for t in trials})
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert {r.data.tags["optuna.trial"] for r in children} <= {"0", "1", "2"}
+
+    again = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO()))
+    assert again.completed == 0 and again.exit_code == 0  # the study already holds n_trials
+    assert len(client.search_runs([client.get_experiment_by_name("demo").experiment_id])) == len(runs)
+
+
+def test_a_search_whose_trials_all_fail_ends(tmp_path, env):
+    spec = load_spec(make_spec(tmp_path, "noise.mean: {choices: [13]}", n_trials=2))
+    result = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO()))
+    assert result.exit_code == 1 and result.failed == 2 and result.completed == 0
