@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Experiment, Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from core.config import ConfigError
@@ -101,7 +101,7 @@ def local_store_path(tracking_uri: str) -> Path | None:
     return None
 
 
-def find_experiment(client: MlflowClient, name: str, tracking_uri: str) -> Any:
+def find_experiment(client: MlflowClient, name: str, tracking_uri: str) -> Experiment:
     """The active experiment called `name`, or a ConfigError listing the known ones."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage != "active":

@@ -9,7 +9,9 @@ mode it has several and practically never waits.
 
 from __future__ import annotations
 
+import os
 import queue
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,12 +84,13 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
             if new_version != version:
                 decoder.refresh()
                 version = new_version
+            t_start = time.time()
             stats = run_episode(env, policy, cfg.model.num_bins, obs_a[slot], bins_a[slot], rew_a[slot],
                                 lambda: claim_step(ch.steps_taken, tr.train_steps))
             if stats.length > 0:
                 rew_a[slot, : stats.length] = noise(rew_a[slot, : stats.length])  # DQT eq. 13/15, training only
                 ch.episodes.put(("episode", agent_id, slot, stats.length, stats.terminated, stats.true_return,
-                                 stats.success, version, policy.last_epsilon))
+                                 stats.success, version, policy.last_epsilon, (os.getpid(), t_start, time.time())))
             else:
                 ch.free_slots[agent_id].put(slot)
             if stats.budget_hit:

@@ -24,9 +24,10 @@ class GreedyDecoder:
     """Greedy autoregressive decode with a key/value cache: each action dim costs one new token, earlier tokens are never recomputed.
 
     The decoder snapshots the model's weights (and a few tables derived from them) on
-    first use and again whenever a parameter changed in place (optimizer step,
-    ``load_state_dict``) or was replaced; `refresh` forces it. A write torch cannot see
-    (another process filling shared-memory parameters) needs an explicit `refresh`. Dropout is always off
+    first use; after the weights change, call `refresh` (agents do once per episode).
+    It cannot notice changes itself: foreach optimizers (Adam's default) and writes
+    into shared memory update parameters without bumping their version counters.
+    Dropout is always off
     (eval semantics) whatever ``model.training`` says. Designed for a single CPU thread
     at batch 1..~64; it works on any device the model lives on.
 
@@ -36,13 +37,7 @@ class GreedyDecoder:
 
     def __init__(self, model: QTransformer) -> None:
         self.model = model
-        self._params = list(model.parameters())
-        self._key: tuple[int, ...] | None = None
-
-    # ---- weights -----------------------------------------------------------------------
-    def _weights_key(self) -> tuple[int, ...]:
-        # in-place updates bump `_version`; a swapped `.data` changes `data_ptr`
-        return tuple(p._version for p in self._params) + tuple(p.data_ptr() for p in self._params)
+        self._fresh = False
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -79,12 +74,12 @@ class GreedyDecoder:
         self.head_b = m.head_fc.bias.clone()
         self.out_w = m.head_out_w.clone()
         self.out_b = m.head_out_b.clone()
-        self._key = self._weights_key()
+        self._fresh = True
 
     # ---- decode ------------------------------------------------------------------------
     def __call__(self, obs: Tensor | np.ndarray) -> Tensor:
         """Greedy bins for a batch of observations: [B, obs_dim] -> int64 [B, N] (a 1-D obs gives [N])."""
-        if self._key != self._weights_key():
+        if not self._fresh:
             self.refresh()
         with torch.inference_mode():
             x = torch.as_tensor(obs, dtype=self.state_w.dtype, device=self.state_w.device)

@@ -81,6 +81,8 @@ def train_single_process(
         owed = min(math.floor(lc.updates_per_step * max(0, steps - lc.warmup_steps)), total_updates) - learner.updates
         for _ in range(max(0, owed)):
             learner.update(replay.sample(lc.batch_size, rng))
+        if owed > 0:
+            decoder.refresh()  # like an agent receiving new weights after its episode
         if steps >= next_eval or steps >= tr.train_steps:
             next_eval = (steps // cfg.eval.every + 1) * cfg.eval.every
             history.append(evaluate())

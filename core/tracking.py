@@ -245,7 +245,7 @@ def ensure_store(uri: str | None, wal: bool = True) -> str:
     """Resolve `uri` and make its store usable by many processes; returns the resolved URI.
 
     For SQLite: creates the database and its schema once under an ``fcntl`` lock on
-    ``<db>.lock`` (MLflow's own initialisation races, see the module docstring), gives the
+    ``<db>-lock`` (MLflow's own initialisation races, see the module docstring), gives the
     ``Default`` experiment the absolute artifact folder, and switches to WAL journaling.  A
     schema from an older MLflow raises `ConfigError` naming ``mlflow db upgrade``.  Servers and
     databases initialise themselves; for them this only checks the URI.
@@ -254,7 +254,7 @@ def ensure_store(uri: str | None, wal: bool = True) -> str:
     db = sqlite_path(resolved)
     if db is None or resolved in _READY:
         return resolved
-    with _READY_LOCK, open(f"{db}.lock", "a") as lock:
+    with _READY_LOCK, open(f"{db}-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         try:
             import sqlalchemy.exc
@@ -582,12 +582,15 @@ def serve_ui(uri: str | None, host: str = "127.0.0.1", port: int = 5000, *, work
              allowed_hosts: str | None = None) -> int:
     """Run the MLflow UI/server on the tracking store until Ctrl-C (or SIGTERM).
 
-    Returns the server's exit code, 0 when stopped by Ctrl-C/SIGTERM.  A bad URI or a busy port
-    raises `ConfigError` before anything starts.  One worker by default: the build machines
+    Returns the server's exit code, 0 when stopped by Ctrl-C/SIGTERM.  A bad URI, a server URI
+    (it has its own UI) or a busy port raises `ConfigError` before anything starts.  One worker by default: the build machines
     have 2 cores, and the UI serves one person.
     """
     resolved = ensure_store(uri)  # server workers would otherwise race to create a new schema
+    if resolved.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"tracking URI '{resolved}' is already an MLflow server: open it in a browser")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
         try:
             probe.bind((host, port))
         except OSError as exc:

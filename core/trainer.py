@@ -9,6 +9,7 @@ number of env steps of all agents the learner has received.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -182,6 +183,7 @@ class _Run:
         self.last_success: float | None = None
         self.done_agents: set[int] = set()
         self.window = _Window()
+        self.agent_log = _AgentLog()
         self.started = time.monotonic()
 
     # ---- processes ----------------------------------------------------------------------
@@ -265,7 +267,8 @@ class _Run:
         if msg[0] == "done":
             self.done_agents.add(msg[1])
             return
-        _, agent, slot, length, terminated, true_return, success, version, eps = msg
+        _, agent, slot, length, terminated, true_return, success, version, eps, (pid, t0, t1) = msg
+        self.agent_log.record(agent, pid, length, t0, t1)
         arr = self.slots.arrays
         self.replay.add_episode(arr["obs"][agent, slot, : length + 1], arr["bins"][agent, slot, :length],
                                 arr["rewards"][agent, slot, :length], terminated)
@@ -347,6 +350,25 @@ class _Run:
         self.collect_evals(block=True)
         self.log_window(final=True)
         self.save_checkpoint(log=True)
+        self.tracker.log_text(json.dumps(self.agent_log.summary(), indent=2), "agents.json")
+
+
+class _AgentLog:
+    """Who collected what, and when: shows that agents really ran side by side."""
+
+    def __init__(self):
+        self.agents: dict[int, dict] = {}
+
+    def record(self, agent: int, pid: int, steps: int, t0: float, t1: float) -> None:
+        a = self.agents.setdefault(agent, {"pids": [], "env_steps": 0, "episodes": 0, "intervals": []})
+        if pid not in a["pids"]:
+            a["pids"].append(pid)
+        a["env_steps"] += steps
+        a["episodes"] += 1
+        a["intervals"].append((t0, t1))
+
+    def summary(self) -> dict[str, dict]:
+        return {str(k): v for k, v in sorted(self.agents.items())}
 
 
 class _Window:

@@ -25,8 +25,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `sweep` subcommand to `dqt`'s subparsers."""
     p = subparsers.add_parser(
         "sweep", help="run a declarative sweep spec (grid or Optuna search)",
-        description="Expand and run a sweep spec: points already FINISHED in the tracking store are skipped, "
-                    "failed or interrupted ones run again (resumed from their checkpoint when they have one).",
+        description="Expand and run a sweep spec: points already FINISHED in the tracking store are\n"
+                    "skipped, failed or interrupted ones run again (resumed from their checkpoint when\n"
+                    "they have one).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", metavar="SPEC.yaml", help="sweep spec, e.g. sweeps/noise.yaml (format: docs/SWEEPS.md)")
     p.add_argument("--profile", default=None, help="named profile of the spec (default: quick)")

@@ -354,6 +354,10 @@ class ClaimQueue:
             return Claim(tid, trial.number, key)
         return None
 
+    def size(self) -> int:
+        """Trials in the queue, whatever their state."""
+        return len(self._trials())
+
     def set_child(self, claim: Claim, pid: int) -> None:
         self.storage.set_trial_user_attr(claim.trial_id, "child", Owner.of(pid).token)
 
@@ -531,7 +535,8 @@ def _in_main_thread() -> bool:
 class SweepProgress:
     """``noise[quick] 3/18 done, 1 failed, 2 running, ETA 4m10s`` on stderr.
 
-    Redrawn in place on a terminal; in a log, one line per point that starts or ends.
+    Redrawn in place on a terminal; in a log, appended to the line of each point that
+    starts or ends.
     """
 
     def __init__(self, label: str, total: int, done: int = 0, jobs: int = 1, stream: TextIO | None = None):
@@ -540,6 +545,7 @@ class SweepProgress:
         self.elsewhere = 0
         self.running: set[str] = set()
         self.seconds: list[float] = []
+        self.ok_seconds: list[float] = []
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._drawn = 0.0
@@ -547,8 +553,10 @@ class SweepProgress:
     def line(self) -> str:
         left = self.total - self.done - self.failed - self.elsewhere
         eta = ""
-        if self.seconds and left > 0:
-            per = sum(self.seconds) / len(self.seconds)
+        # Failures are often quick, so they would make the estimate optimistic.
+        seconds = self.ok_seconds or self.seconds
+        if seconds and left > 0:
+            per = sum(seconds) / len(seconds)
             eta = f", ETA {_duration(per * left / max(1, min(self.jobs, left)))}"
         other = f", {self.elsewhere} on other workers" if self.elsewhere else ""
         return (f"{self.label} {self.done}/{self.total} done, {self.failed} failed, "
@@ -563,6 +571,7 @@ class SweepProgress:
         self.seconds.append(seconds)
         if code == EXIT_OK:
             self.done += 1
+            self.ok_seconds.append(seconds)
             self._say(f"done   {name} ({_duration(seconds)})")
         else:
             self.failed += 1
@@ -570,11 +579,11 @@ class SweepProgress:
             self._say(f"{what} {name} ({_duration(seconds)}); log: {log}")
 
     def _say(self, event: str) -> None:
-        clear = "\r\033[K" if self.tty else ""
-        print(f"{clear}{event}", file=self.stream)
-        if not self.tty:
-            print(self.line(), file=self.stream)
-        self.render(force=True)
+        if self.tty:  # the event scrolls up; the status line is redrawn below it
+            print(f"\r\033[K{event}", file=self.stream)
+            self.render(force=True)
+        else:
+            print(f"{event}  [{self.line()}]", file=self.stream, flush=True)
 
     def render(self, force: bool = False) -> None:
         if not self.tty or (not force and time.monotonic() - self._drawn < 1.0):
@@ -611,6 +620,8 @@ class SweepOptions:
         heartbeat_s: Seconds between claim heartbeats.
         stale_after_s: A claim from another host without a heartbeat for this long is dead.
         keep_logs: Keep the per-point config and log folder even when everything passed.
+        wait_s: A `worker` started before any `dqt sweep` queued points waits this long.
+        workdir: Folder for point configs and logs; None = a new temporary folder.
         stream: Progress and failure reports.
     """
 
@@ -623,7 +634,15 @@ class SweepOptions:
     heartbeat_s: float = 60.0
     stale_after_s: float = 600.0
     keep_logs: bool = False
+    wait_s: float = 600.0
+    workdir: Path | None = None
     stream: TextIO | None = None
+
+    def make_workdir(self, prefix: str) -> Path:
+        if self.workdir is None:
+            return Path(tempfile.mkdtemp(prefix=prefix))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
 
 
 @dataclass
@@ -661,11 +680,14 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     finished = {p.key for p in points if point_status(stored.get(p.key, [])) == "FINISHED"}
     if not opts.worker:
         queue.sync(points, finished)
+    else:
+        _wait_for_queue(queue, opts.wait_s, stream)
     wanted = {p.key: p for p in points}
     keys = varied_keys(points)
     result = SweepResult(total=len(points), already=len(finished))
     progress = SweepProgress(spec.label, len(points), done=len(finished), jobs=opts.jobs, stream=stream)
-    workdir = Path(tempfile.mkdtemp(prefix=f"dqt-sweep-{spec.name}-"))
+    progress.elsewhere = queue.elsewhere(set(wanted) - finished)
+    workdir = opts.make_workdir(f"dqt-sweep-{spec.name}-")
     active: dict[int, Claim] = {}
 
     def parent() -> str:
@@ -683,6 +705,8 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
             runs = store.runs(point.key).get(point.key, [])
             if point_status(runs) == "FINISHED":  # finished since we looked (another worker)
                 queue.finish(claim, ok=True, skipped="already FINISHED")
+                result.already += 1
+                progress.done += 1
                 continue
             return _job_for(point, claim, runs)
         return None
@@ -728,9 +752,18 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
             "points_total": len(points), "points_finished": len(result.finished),
             "points_failed": len(result.failed), "points_already_finished": len(finished)})
     _report(spec, result, keys, workdir, stream)
-    if not result.failed and not opts.keep_logs:
+    if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _wait_for_queue(queue: ClaimQueue, wait_s: float, stream: TextIO) -> None:
+    """Helpers may start before the sweep that queues the points; give it time."""
+    deadline = time.monotonic() + wait_s
+    if queue.size() == 0:
+        print(f"waiting up to {_duration(wait_s)} for a `dqt sweep` to queue points ...", file=stream)
+    while queue.size() == 0 and time.monotonic() < deadline:
+        time.sleep(5.0)
 
 
 def _report(spec: Spec, result: SweepResult, keys: list[str], workdir: Path, stream: TextIO) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,7 +126,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     base = RunConfig.from_flat(spec.base, where=f"{spec.path}: base: ")
     result = SearchResult()
     progress = SweepProgress(spec.label, search.n_trials * len(spec.seeds), jobs=opts.jobs, stream=stream)
-    workdir = Path(tempfile.mkdtemp(prefix=f"dqt-search-{spec.name}-"))
+    workdir = opts.make_workdir(f"dqt-search-{spec.name}-")
     jobs: deque[Job] = deque()
     live: dict[int, _Trial] = {}
 
@@ -239,9 +238,9 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
         status = "KILLED" if result.interrupted else "FAILED" if result.failed else "FINISHED"
         store.end_parent(result.parent_run_id, status, {"trials_completed": result.completed,
                                                         "trials_failed": result.failed})
-    if not result.failed and not opts.keep_logs:
+    if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
-    else:
+    elif result.failed:
         print(f"  logs and trial configs kept in {workdir}", file=stream)
     return result
 

@@ -62,19 +62,25 @@ def test_decode_ignores_train_mode_dropout() -> None:
 
 
 def test_decode_follows_weight_updates() -> None:
-    """Agents load new weights every episode; the decoder must never use stale ones."""
+    """Agents load new weights every episode; after refresh() the decoder uses them.
+
+    foreach Adam (the default, and what the learner uses) does not bump parameter
+    version counters, so the decoder cannot notice by itself: this once froze the policy.
+    """
     m = make("small", 0)
     obs = observations(m, 32, 0)
     dec = GreedyDecoder(m)
     before = dec(obs)
-    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    opt = torch.optim.Adam(m.parameters(), lr=0.05, foreach=True)
     m(obs, before).amin(0).mean().backward()
     opt.step()
+    dec.refresh()
     after = dec(obs)
     assert not torch.equal(after, before)
     assert torch.equal(after, brute_force_greedy(m, obs))
     other = make("small", 7)
     m.load_state_dict(other.state_dict())
+    dec.refresh()
     assert torch.equal(dec(obs), brute_force_greedy(other, obs))
 
 

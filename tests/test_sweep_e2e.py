@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from core.tracking import ensure_store
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -71,14 +73,12 @@ def test_a_sweep_killed_with_sigkill_resumes_from_the_checkpoint(tmp_path):
 
     spec = tmp_path / "one.yaml"
     spec.write_text(f"name: one\nbase:\n{TINY.replace('train_steps: 300', 'train_steps: 600')}seeds: 1\n")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = ensure_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # created before this test reads it
     sweep = dqt("sweep", str(spec), "--tracking-uri", uri, start_new_session=True)
     deadline = time.monotonic() + 300
     run_id = None
     while time.monotonic() < deadline and run_id is None:
         time.sleep(1.0)
-        if not (tmp_path / "mlflow.db").exists():
-            continue
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("one")
         for run in client.search_runs([exp.experiment_id]) if exp else []:

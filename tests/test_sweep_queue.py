@@ -22,12 +22,12 @@ def points(n: int) -> list[Point]:
     return [Point(config, config.config_hash(), seed) for seed in range(n)]
 
 
-WORKER = """
+WORKER = f"""
 import json, sys, time
 from pathlib import Path
 from sweeps.runner import ClaimQueue
-storage, go, wanted = sys.argv[1], Path(sys.argv[2]), {tuple(k) for k in json.loads(sys.argv[3])}
-queue = ClaimQueue(storage, "%s")
+storage, go, wanted = sys.argv[1], Path(sys.argv[2]), {{tuple(k) for k in json.loads(sys.argv[3])}}
+queue = ClaimQueue(storage, "{STUDY}")
 while not go.exists():  # start both workers' claiming at the same moment
     time.sleep(0.01)
 got = []
@@ -35,7 +35,7 @@ while (claim := queue.claim(wanted)) is not None:
     got.append(claim.key)
     queue.finish(claim, ok=True)
 print(json.dumps(got))
-""" % STUDY
+"""
 
 
 def test_two_workers_claim_disjoint_sets_covering_all_points(tmp_path):
@@ -84,7 +84,7 @@ def test_a_claim_of_a_dead_worker_is_reaped_and_offered_again(tmp_path):
     ClaimQueue(storage, STUDY).sync(pts, finished=set())
     # a worker claims one point and dies without closing the claim (as after SIGKILL)
     code = ("import sys; from sweeps.runner import ClaimQueue; q = ClaimQueue(sys.argv[1], sys.argv[2]); "
-            "c = q.claim({('%s', 0)}); print(c.key[1])" % pts[0].config_hash)
+            f"c = q.claim({{('{pts[0].config_hash}', 0)}}); print(c.key[1])")
     out = subprocess.run([sys.executable, "-c", code, storage, STUDY], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert out.stdout.strip() == "0"

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 import test_sweep_fake_train as fake
+
 from core.tracking import ensure_store
 from sweeps.expand import expand
 from sweeps.runner import SweepOptions, run_sweep
@@ -40,7 +40,7 @@ def env(tmp_path, monkeypatch):
     log.touch()
     monkeypatch.setenv("FAKE_TRAIN_LOG", str(log))
     uri = ensure_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return {"uri": uri, "log": log}
+    return {"uri": uri, "log": log, "work": tmp_path / "work"}
 
 
 def starts(log: Path) -> list[dict]:
@@ -52,7 +52,8 @@ def events(log: Path) -> list[dict]:
 
 
 def options(env: dict, **kw) -> SweepOptions:
-    return SweepOptions(tracking_uri=env["uri"], train_cmd=fake.command(), stream=io.StringIO(), grace_s=10, **kw)
+    return SweepOptions(tracking_uri=env["uri"], train_cmd=fake.command(), stream=io.StringIO(), grace_s=10,
+                        workdir=env["work"], **kw)
 
 
 def runs_of(uri: str, experiment: str = "demo") -> list:
@@ -128,13 +129,15 @@ def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env)
 
 SWEEP = """
 import sys
+from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 import test_sweep_fake_train as fake
 from sweeps.expand import expand
 from sweeps.runner import SweepOptions, run_sweep
 from sweeps.spec import load_spec
 spec = load_spec(sys.argv[1])
-opts = SweepOptions(jobs=2, tracking_uri=sys.argv[2], train_cmd=fake.command(), grace_s=10)
+opts = SweepOptions(jobs=2, tracking_uri=sys.argv[2], train_cmd=fake.command(), grace_s=10,
+                    workdir=Path(sys.argv[4]))
 sys.exit(run_sweep(spec, expand(spec), opts).exit_code)
 """
 
@@ -150,7 +153,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
     spec_path = make_spec(tmp_path, [99], seeds=2)  # two points that run until stopped
-    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests")],
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
+                              str(env["work"])],
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while sum("waiting" in e for e in events(env["log"])) < 2 and time.monotonic() < deadline:

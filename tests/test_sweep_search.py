@@ -7,8 +7,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 import test_sweep_fake_train as fake
+
 from core.config import RunConfig
 from core.tracking import ensure_store
 from sweeps.runner import SweepOptions, open_storage
@@ -57,7 +57,8 @@ def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, ca
     from mlflow import MlflowClient
 
     spec = load_spec(make_spec(tmp_path, "learner.lr: {choices: [1.0e-4, 5.0e-4, 1.0e-3]}", n_trials=3))
-    opts = SweepOptions(tracking_uri=env, train_cmd=fake.command(), jobs=2, stream=io.StringIO())
+    opts = SweepOptions(tracking_uri=env, train_cmd=fake.command(), jobs=2, stream=io.StringIO(),
+                        workdir=tmp_path / "work")
     result = run_search(spec, opts)
     assert result.exit_code == 0 and result.completed == 3
     # the stand-in's success curve rises linearly to min(1, 1000 lr): AUC = 500 lr
@@ -79,12 +80,14 @@ def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, ca
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert {r.data.tags["optuna.trial"] for r in children} <= {"0", "1", "2"}
 
-    again = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO()))
+    again = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO(),
+                                          workdir=tmp_path / "work"))
     assert again.completed == 0 and again.exit_code == 0  # the study already holds n_trials
     assert len(client.search_runs([client.get_experiment_by_name("demo").experiment_id])) == len(runs)
 
 
 def test_a_search_whose_trials_all_fail_ends(tmp_path, env):
     spec = load_spec(make_spec(tmp_path, "noise.mean: {choices: [13]}", n_trials=2))
-    result = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO()))
+    result = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO(),
+                                           workdir=tmp_path / "work"))
     assert result.exit_code == 1 and result.failed == 2 and result.completed == 0

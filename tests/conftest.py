@@ -1,0 +1,48 @@
+"""Shared test fixtures: throwaway MLflow stores and running the real `dqt` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The smallest trainer config that still exercises every part (agents, learner, eval).
+TINY_TOY = [
+    "--task", "toy-reach", "--train-steps", "600", "--eval-every", "300", "--eval-episodes", "2",
+    "--set", "model.embed_dim=32", "--set", "model.num_heads=2", "--set", "model.num_layers=1",
+    "--set", "model.num_bins=11", "--set", "learner.batch_size=32", "--set", "learner.warmup_steps=100",
+    "--set", "learner.updates_per_step=0.25",
+]
+
+
+@pytest.fixture(scope="session")
+def _store_template(tmp_path_factory) -> Path:
+    """An empty, fully migrated MLflow SQLite store (creating the schema takes seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, _store_template) -> str:
+    """Tracking URI of a fresh, empty SQLite store in this test's tmp dir."""
+    shutil.copy(_store_template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def dqt_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dqt.cli", *args]
+
+
+def run_dqt(*args: str, timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(dqt_command(*args), capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or REPO, env=env)

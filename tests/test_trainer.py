@@ -1,0 +1,169 @@
+"""End-to-end tests of `dqt train`: real agent processes, a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY_TOY, dqt_command, run_dqt
+from mlflow.tracking import MlflowClient
+
+from core.config import RunConfig
+
+METRICS = [
+    "eval/success_rate", "eval/return", "train/episode_return", "train/success", "loss/td", "loss/conservative",
+    "q/mean", "opt/lr", "explore/epsilon", "perf/env_steps_per_s", "perf/updates_per_s", "perf/policy_lag",
+    "time/wall_s",
+]
+
+
+def only_run(uri: str, experiment: str = "dqt"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def read_artifact_json(client: MlflowClient, run_id: str, path: str) -> dict:
+    local = client.download_artifacts(run_id, path)
+    return json.loads(Path(local).read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_train_end_to_end(store, mode):
+    out = run_dqt("train", *TINY_TOY, "--num-agents", "2", "--mode", mode, "--tracking-uri", store, "--quiet")
+    assert out.returncode == 0, out.stderr
+    client, run = only_run(store)
+    assert run.info.status == "FINISHED"
+    # params: the complete resolved config
+    expected = {k: str(v) for k, v in RunConfig.from_flat({
+        "trainer.task": "toy-reach", "trainer.mode": mode, "trainer.num_agents": 2}).to_flat().items()}
+    assert set(run.data.params) == set(expected)
+    assert run.data.params["trainer.mode"] == mode and run.data.params["model.num_bins"] == "11"
+    for tag in ("config_hash", "seed", "git_commit", "device"):
+        assert run.data.tags.get(tag), tag
+    assert run.data.tags["device"] == "cpu"
+    for key in METRICS:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert history, f"metric {key} missing"
+        steps = [m.step for m in history]
+        assert steps == sorted(steps), f"{key} steps go backwards"
+    evals = [m.step for m in client.get_metric_history(run.info.run_id, "eval/success_rate")]
+    assert evals[0] == 0 and evals[-1] == 600, evals  # the curve spans the whole budget
+    last_train = client.get_metric_history(run.info.run_id, "train/episode_return")[-1].step
+    assert last_train == 600
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "checkpoint", "agents.json"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
+    saved = RunConfig.from_yaml(client.download_artifacts(run.info.run_id, "config.yaml"))
+    assert saved.trainer.mode == mode and saved.trainer.num_agents == 2
+
+
+@pytest.mark.slow
+def test_agents_run_in_parallel_processes(store):
+    out = run_dqt("train", *TINY_TOY, "--train-steps", "3000", "--num-agents", "2", "--mode", "async",
+                  "--tracking-uri", store, "--quiet")
+    assert out.returncode == 0, out.stderr
+    client, run = only_run(store)
+    agents = read_artifact_json(client, run.info.run_id, "agents.json")
+    assert set(agents) == {"0", "1"}
+    pids = [a["pids"][0] for a in agents.values()]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert sum(a["env_steps"] for a in agents.values()) == 3000
+    # Truly at once: some episode of agent 0 overlaps in time with some episode of agent 1.
+    a0, a1 = agents["0"]["intervals"], agents["1"]["intervals"]
+    overlap = sum(max(0.0, min(e0, e1) - max(s0, s1)) for s0, e0 in a0 for s1, e1 in a1)
+    assert overlap > 0.0
+
+
+def first_episode_return(store: str, seed: int) -> float:
+    out = run_dqt("train", *TINY_TOY, "--train-steps", "200", "--num-agents", "1", "--seed", str(seed),
+                  "--tracking-uri", store, "--experiment", f"seed{seed}-{time.time_ns()}", "--quiet")
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(store)
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                             filter_string=f"tags.seed = '{seed}'", order_by=["start_time DESC"])[0]
+    return client.get_metric_history(run.info.run_id, "train/episode_return")[0].value
+
+
+@pytest.mark.slow
+def test_seeds_are_honest(store):
+    a, b, c = first_episode_return(store, 3), first_episode_return(store, 3), first_episode_return(store, 4)
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.slow
+def test_metaworld_door_unlock_short_run(store):
+    out = run_dqt("train", "--task", "mw-door-unlock", "--num-agents", "2", "--train-steps", "1200",
+                  "--eval-every", "1200", "--eval-episodes", "1", "--set", "learner.batch_size=32",
+                  "--set", "learner.warmup_steps=400", "--set", "learner.updates_per_step=0.02",
+                  "--tracking-uri", store, "--quiet", timeout=400)
+    assert out.returncode == 0, out.stderr
+    client, run = only_run(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.task"] == "door-unlock-v3"
+    evals = client.get_metric_history(run.info.run_id, "eval/success_rate")
+    assert [m.step for m in evals] == [0, 1200]
+    assert client.get_metric_history(run.info.run_id, "eval/return")
+    assert client.get_metric_history(run.info.run_id, "loss/td")
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_sigint_stops_every_process_and_marks_run_killed(store):
+    proc = subprocess.Popen(dqt_command("train", *TINY_TOY, "--train-steps", "10000000", "--num-agents", "2",
+                                        "--tracking-uri", store, "--quiet"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 120
+    run = None
+    while time.monotonic() < deadline:  # wait until agents are stepping and metrics flow
+        exp = client.get_experiment_by_name("dqt")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "train/episode_return"):
+            run = runs[0]
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    assert run is not None, "the run never started"
+    kids = children_of(proc.pid)
+    assert len(kids) >= 3  # two agents and the evaluator (plus multiprocessing's helpers)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130
+    time.sleep(0.5)
+    assert not [k for k in kids if alive(k)], "processes of the run survived Ctrl-C"
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
