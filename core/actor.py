@@ -1,10 +1,10 @@
-"""The agent process: explores its own env with the latest published policy (DQT 4.1).
+"""The agent process: explores its own envs with the latest published policy (DQT 4.1).
 
-Each agent steps its own environment (own seed) in its own OS process, writes episodes
-into its shared-memory slots and sends only slot indices to the learner. In sync mode it
-has one slot, so waiting for the slot to come back is waiting for the learner to train on
-the episode and publish new weights (the paper's per-episode synchronisation); in async
-mode it has several and practically never waits.
+Each agent steps its own environments (own seeds) in its own OS process, writes episodes
+into its shared-memory slots and sends only slot indices to the learner. In sync mode each
+of its envs ("lanes") has one slot, so waiting for the slot to come back is waiting for the
+learner to train on the episode and publish new weights (the paper's per-episode
+synchronisation); in async mode a lane has several and practically never waits.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from core.envs import make_env
 from core.model import QTransformer
 from core.noise import RewardNoise
 from core.procutil import become_child_of_run, parent_alive
-from core.rollout import ExplorationPolicy, run_episode
+from core.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
 from core.schedules import epsilon
 from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
 
-def env_seed(base_seed: int, agent_id: int) -> int:
-    """Each agent's env gets its own seed so agents explore different episodes."""
-    return base_seed + 1000 * (agent_id + 1)
+def env_seed(base_seed: int, lane: int) -> int:
+    """Every env of every agent gets its own seed so they explore different episodes."""
+    return base_seed + 1000 * (lane + 1)
 
 
 @dataclass
@@ -42,8 +42,8 @@ class AgentChannels:
     slot_names: dict[str, str]
     board: WeightBoard
     steps_taken: Any  # mp.Value: env steps claimed by all agents (the budget counter)
-    episodes: Any  # mp.Queue agent -> learner: ("episode", ...) / ("done", agent_id)
-    free_slots: list  # per agent mp.Queue learner -> agent: slot ids handed back
+    episodes: Any  # mp.Queue agent -> learner: ("episode", lane, slot, ...) / ("done", agent_id)
+    free_slots: list  # per lane mp.Queue learner -> agent: slot ids handed back
     stop: Any  # mp.Event
 
 
@@ -58,47 +58,50 @@ def claim_step(counter: Any, budget: int) -> bool:
 def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int, restart: int = 0) -> None:
     become_child_of_run(parent_pid)
     torch.set_num_threads(cfg.trainer.torch_threads)
-    tr, lay = cfg.trainer, ch.layout
-    # A restarted agent gets a fresh episode stream instead of replaying its predecessor's.
-    env = make_env(tr.task, seed=env_seed(tr.seed, agent_id) + 100_000 * restart, max_episode_steps=tr.max_episode_steps)
+    tr, lay, ex = cfg.trainer, ch.layout, cfg.exploration
+    e = tr.envs_per_agent
+    lanes = range(agent_id * e, (agent_id + 1) * e)  # this agent's rows in the slot arrays
+    # A restarted agent gets fresh episode and random streams instead of replaying its predecessor's.
+    envs = [make_env(tr.task, seed=env_seed(tr.seed, lane) + 100_000 * restart, max_episode_steps=tr.max_episode_steps)
+            for lane in lanes]
     model = QTransformer(lay.obs_dim, lay.action_dims, cfg.model).eval()
     decoder = GreedyDecoder(model)
-    version = -1
     slots = EpisodeSlots(lay, ch.slot_names)
-    # A restarted agent must not replay its predecessor's random stream.
     rng = np.random.default_rng([tr.seed, agent_id, restart])
     noise = RewardNoise(cfg.noise, np.random.default_rng([tr.seed, agent_id, restart, 1]))
-    ex = cfg.exploration
     decay = ex.decay_fraction * tr.train_steps
     policy = ExplorationPolicy(
         decoder, cfg.model.num_bins, lay.action_dims, rng, cfg.learner.warmup_steps,
         lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: ch.steps_taken.value,
     )
-    obs_a, bins_a, rew_a = slots.arrays["obs"][agent_id], slots.arrays["bins"][agent_id], slots.arrays["rewards"][agent_id]
+    arrays = [LaneArrays(slots.arrays["obs"][lane], slots.arrays["bins"][lane], slots.arrays["rewards"][lane])
+              for lane in lanes]
+    version = -1
+
+    def next_slot(i: int) -> int | None:
+        nonlocal version
+        slot = _next_slot(ch.free_slots[lanes[i]], ch.stop, parent_pid)
+        new_version = ch.board.pull(model, version)  # the paper: new weights for every episode
+        if new_version != version:
+            decoder.refresh()
+            version = new_version
+        return slot
+
+    def episode_done(i: int, slot: int, st: EpisodeStats) -> None:
+        rewards = arrays[i].rewards[slot, : st.length]
+        rewards[:] = noise(rewards)  # DQT eq. 13/15: training rewards only, evaluation stays clean
+        ch.episodes.put(("episode", lanes[i], slot, st.length, st.terminated, st.true_return, st.success,
+                         version, policy.last_epsilon, (agent_id, os.getpid(), st.t_start, st.t_end)))
+
     try:
-        while not ch.stop.is_set():
-            slot = _next_slot(ch.free_slots[agent_id], ch.stop, parent_pid)
-            if slot is None:
-                return
-            new_version = ch.board.pull(model, version)
-            if new_version != version:
-                decoder.refresh()
-                version = new_version
-            t_start = time.time()
-            stats = run_episode(env, policy, cfg.model.num_bins, obs_a[slot], bins_a[slot], rew_a[slot],
-                                lambda: claim_step(ch.steps_taken, tr.train_steps))
-            if stats.length > 0:
-                rew_a[slot, : stats.length] = noise(rew_a[slot, : stats.length])  # DQT eq. 13/15, training only
-                ch.episodes.put(("episode", agent_id, slot, stats.length, stats.terminated, stats.true_return,
-                                 stats.success, version, policy.last_epsilon, (os.getpid(), t_start, time.time())))
-            else:
-                ch.free_slots[agent_id].put(slot)
-            if stats.budget_hit:
-                ch.episodes.put(("done", agent_id))
-                return
+        run_lanes(envs, policy, cfg.model.num_bins, arrays, lambda: claim_step(ch.steps_taken, tr.train_steps),
+                  next_slot, episode_done, time.time)
+        if not ch.stop.is_set():
+            ch.episodes.put(("done", agent_id))
     finally:
         slots.close()
-        env.close()
+        for env in envs:
+            env.close()
 
 
 def _next_slot(free: Any, stop: Any, parent_pid: int) -> int | None:

@@ -42,7 +42,7 @@ def ema_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> 
     t_params = [p for p in target.parameters()]
     o_params = [p for p in online.parameters()]
     torch._foreach_lerp_(t_params, o_params, tau)
-    for tb, ob in zip(target.buffers(), online.buffers()):
+    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
         tb.copy_(ob)
 
 

@@ -1,12 +1,17 @@
-"""One episode of epsilon-greedy interaction, written straight into pre-allocated arrays.
+"""Epsilon-greedy interaction of one process with E envs ("lanes"), written into slot arrays.
 
 Shared by the agent processes and the single-process loop so both explore identically:
 uniform random actions during warm-up, then DQT eq. 1 with eps_t from eq. 2.
+
+An agent steps its E envs in lockstep and decodes the greedy actions of all of them in one
+batched call: a batch-8 decode costs about twice a batch-1 decode, so the policy stops
+dominating the agent's step time (DESIGN §8). Each lane is its own episode stream with its
+own slots; whoever drives the lanes decides what happens when an episode ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,43 +27,8 @@ class EpisodeStats:
     true_return: float  # undiscounted and noise-free: what the agent really earned
     success: bool  # MetaWorld's evaluation convention (core.envs.episode_success)
     budget_hit: bool  # the run's env-step budget ran out during this episode
-
-
-def run_episode(
-    env,
-    choose_bins: Callable[[np.ndarray], np.ndarray],
-    num_bins: int,
-    obs_out: np.ndarray,
-    bins_out: np.ndarray,
-    rewards_out: np.ndarray,
-    claim_step: Callable[[], bool],
-    reset_seed: int | None = None,
-) -> EpisodeStats:
-    """Fill obs_out[0..L], bins_out[0..L-1], rewards_out[0..L-1]; L <= len(bins_out).
-
-    `claim_step()` reserves one env step of the run's budget; once it says no, the episode
-    ends as a truncation (its last state stays bootstrappable). Hitting the slot's length
-    also counts as truncation, like a time limit.
-    """
-    obs, _ = env.reset(seed=reset_seed)
-    obs_out[0] = obs
-    max_len = len(bins_out)
-    ret, successes, terminated, budget_hit, t = 0.0, [], False, False, 0
-    while t < max_len:
-        if not claim_step():
-            budget_hit = True
-            break
-        bins = choose_bins(obs)
-        obs, reward, terminated, truncated, info = env.step(to_continuous(bins, num_bins))
-        bins_out[t] = bins
-        rewards_out[t] = reward
-        obs_out[t + 1] = obs
-        ret += float(reward)
-        successes.append(float(info.get("success", 0.0)))
-        t += 1
-        if terminated or truncated:
-            break
-    return EpisodeStats(t, bool(terminated), ret, episode_success(successes) if successes else False, budget_hit)
+    t_start: float = 0.0
+    t_end: float = 0.0
 
 
 class ExplorationPolicy:
@@ -76,9 +46,87 @@ class ExplorationPolicy:
         self.last_epsilon = 1.0
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Bins [E, N] for observations [E, obs_dim]."""
         t = self.global_steps()
         self.last_epsilon = 1.0 if t < self.warmup_steps else self.eps_fn(t)
-        # Drawing the coin first skips the decode for random steps; same law as DQT eq. 1.
-        if self.rng.random() < self.last_epsilon:
-            return self.rng.integers(0, self.num_bins, size=self.action_dims)
-        return self.decoder(obs[None])[0].numpy()
+        e = obs.shape[0]
+        bins = self.rng.integers(0, self.num_bins, size=(e, self.action_dims))
+        # Drawing the coins first skips decoding random rows; same law as DQT eq. 1.
+        greedy = self.rng.random(e) >= self.last_epsilon
+        if greedy.any():
+            bins[greedy] = self.decoder(obs[greedy]).numpy()
+        return bins
+
+
+@dataclass
+class LaneArrays:
+    """One lane's slots: obs [S, T+1, D], bins [S, T, N], rewards [S, T]."""
+
+    obs: np.ndarray
+    bins: np.ndarray
+    rewards: np.ndarray
+
+
+def run_lanes(
+    envs: Sequence,
+    policy: ExplorationPolicy,
+    num_bins: int,
+    arrays: Sequence[LaneArrays],
+    claim_step: Callable[[], bool],
+    next_slot: Callable[[int], int | None],
+    episode_done: Callable[[int, int, EpisodeStats], None],
+    clock: Callable[[], float],
+) -> None:
+    """Step every lane until each has hit the budget or been refused a slot.
+
+    `next_slot(lane)` hands out a free slot for the lane's next episode (None: stop the lane);
+    `episode_done(lane, slot, stats)` receives every episode with at least one step, then
+    owns the slot. A lane whose episode is cut by the budget or by its slot's length counts
+    as truncated (its last state stays bootstrappable).
+    """
+    n = len(envs)
+    max_len = arrays[0].bins.shape[1]
+    slot = [next_slot(i) for i in range(n)]
+    obs = np.zeros((n, arrays[0].obs.shape[-1]), np.float32)
+    t = [0] * n
+    ret = [0.0] * n
+    successes: list[list[float]] = [[] for _ in range(n)]
+    started = [0.0] * n
+
+    def begin(i: int) -> None:
+        obs[i], _ = envs[i].reset()
+        arrays[i].obs[slot[i], 0] = obs[i]
+        t[i], ret[i], successes[i], started[i] = 0, 0.0, [], clock()
+
+    def end(i: int, terminated: bool, budget_hit: bool) -> None:
+        stats = EpisodeStats(t[i], terminated, ret[i], episode_success(successes[i]) if successes[i] else False,
+                             budget_hit, started[i], clock())
+        if t[i] > 0:
+            episode_done(i, slot[i], stats)
+        slot[i] = None if budget_hit else next_slot(i)
+        if slot[i] is not None:
+            begin(i)
+
+    for i in range(n):
+        if slot[i] is not None:
+            begin(i)
+    while True:
+        live = [i for i in range(n) if slot[i] is not None]
+        if not live:
+            return
+        bins = policy(obs[live])
+        for row, i in enumerate(live):
+            if not claim_step():
+                end(i, False, budget_hit=True)
+                continue
+            o, reward, terminated, truncated, info = envs[i].step(to_continuous(bins[row], num_bins))
+            s, k = slot[i], t[i]
+            arrays[i].bins[s, k] = bins[row]
+            arrays[i].rewards[s, k] = reward
+            arrays[i].obs[s, k + 1] = o
+            obs[i] = o
+            ret[i] += float(reward)
+            successes[i].append(float(info.get("success", 0.0)))
+            t[i] = k + 1
+            if terminated or truncated or t[i] >= max_len:
+                end(i, bool(terminated), budget_hit=False)

@@ -7,6 +7,7 @@ shared memory or MLflow; it explores with exactly the agents' code (`core.rollou
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from core.envs import canonical_task, make_env, run_eval_episodes
 from core.learner import Learner
 from core.noise import RewardNoise
 from core.replay import ReplayBuffer
-from core.rollout import ExplorationPolicy, run_episode
+from core.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
 from core.schedules import epsilon
 
 
@@ -55,13 +56,15 @@ def train_single_process(
     policy = ExplorationPolicy(decoder, cfg.model.num_bins, n_dims, rng, lc.warmup_steps,
                                lambda t: epsilon(t, ex.eps_max, ex.eps_min, ex.decay_fraction * tr.train_steps),
                                lambda: steps)
-    obs_buf = np.zeros((limit + 1, obs_dim), np.float32)
-    bins_buf = np.zeros((limit, n_dims), np.int64)
-    rew_buf = np.zeros(limit, np.float32)
+    lane = LaneArrays(np.zeros((1, limit + 1, obs_dim), np.float32), np.zeros((1, limit, n_dims), np.int64),
+                      np.zeros((1, limit), np.float32))
+    history: list[EvalPoint] = []
+    next_eval = cfg.eval.every
+    stop = False
 
     def claim() -> bool:
         nonlocal steps
-        if steps >= tr.train_steps:
+        if steps >= tr.train_steps or stop:
             return False
         steps += 1
         return True
@@ -71,13 +74,10 @@ def train_single_process(
                                 cfg.eval.episodes)
         return EvalPoint(steps, out["success_rate"], out["return"])
 
-    history: list[EvalPoint] = []
-    next_eval = cfg.eval.every
-    while steps < tr.train_steps:
-        stats = run_episode(env, policy, cfg.model.num_bins, obs_buf, bins_buf, rew_buf, claim)
-        n = stats.length
-        if n:
-            replay.add_episode(obs_buf[: n + 1], bins_buf[:n], noise(rew_buf[:n]), stats.terminated)
+    def episode_done(_lane: int, slot: int, st: EpisodeStats) -> None:
+        nonlocal next_eval, stop
+        n = st.length
+        replay.add_episode(lane.obs[slot, : n + 1], lane.bins[slot, :n], noise(lane.rewards[slot, :n]), st.terminated)
         owed = min(math.floor(lc.updates_per_step * max(0, steps - lc.warmup_steps)), total_updates) - learner.updates
         for _ in range(max(0, owed)):
             learner.update(replay.sample(lc.batch_size, rng))
@@ -86,6 +86,8 @@ def train_single_process(
         if steps >= next_eval or steps >= tr.train_steps:
             next_eval = (steps // cfg.eval.every + 1) * cfg.eval.every
             history.append(evaluate())
-            if on_eval is not None and on_eval(history[-1]):
-                break
+            stop = on_eval is not None and bool(on_eval(history[-1]))
+
+    run_lanes([env], policy, cfg.model.num_bins, [lane], claim, lambda _i: None if stop else 0, episode_done,
+              time.monotonic)
     return history

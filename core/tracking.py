@@ -17,10 +17,13 @@ SQLite facts this module is built on (MLflow 3.x, checked in ``sqlalchemy_store.
   database without any lock.  Four processes opening one new ``mlflow.db`` at once fail with
   "table alembic_version already exists", "duplicate column name: step" or "Online migration
   expected to match one row" (reproduced here).  `ensure_store` therefore initialises the
-  schema once under an ``fcntl`` file lock before any client touches the store.
+  schema once under an ``fcntl`` lock on ``mlflow.db-lock`` before any client touches the store.
 - `ensure_store` also switches the database to WAL journaling (persistent in the file): readers
-  (the UI, `analysis/`) then never block the writers of running trainers.  WAL keeps two
-  companion files, ``mlflow.db-wal`` and ``mlflow.db-shm``, next to the database.
+  (the UI, `analysis/`) then never block the writers of running trainers, and 4 processes
+  flushing 100 times each took ~1.0 s instead of ~2.3 s (rollback journal) on 2 cores.  WAL
+  keeps ``mlflow.db-wal`` and ``mlflow.db-shm`` next to the database.
+- SQLite connections must not cross ``fork()``: a child drops the pooled connections it
+  inherited (`_forget_inherited_engines`).
 
 File stores (``file:`` URIs and plain paths) are rejected: MLflow 3 deprecates them and they
 give no transactional safety to parallel writers.  ``mlflow migrate-filestore`` converts one.
@@ -364,7 +367,7 @@ class RunTracker:
         max_buffer: ... or once this many points are waiting.
         retry_timeout_s: how long one write retries transient errors before `TrackingError`.
 
-    Usable as a context manager: a clean exit ends FINISHED, Ctrl-C ends KILLED, an exception
+    Not thread-safe: one learner thread logs.  Usable as a context manager: a clean exit ends FINISHED, Ctrl-C ends KILLED, an exception
     ends FAILED with the error as ``dqt.failure_reason``.
     """
 

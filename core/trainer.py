@@ -189,17 +189,18 @@ class _Run:
     # ---- processes ----------------------------------------------------------------------
     def start_processes(self) -> None:
         sync = self.cfg.trainer.mode == "sync"
-        layout = SlotLayout(self.n_agents, 1 if sync else ASYNC_SLOTS, self.spec.episode_limit,
+        lanes = self.n_agents * self.cfg.trainer.envs_per_agent
+        layout = SlotLayout(lanes, 1 if sync else ASYNC_SLOTS, self.spec.episode_limit,
                             self.spec.obs_dim, self.spec.action_dims)
         self.slots = EpisodeSlots(layout)
         numel = sum(p.numel() for p in self.learner.model.parameters())
         board = WeightBoard(numel, self.ctx)
         board.publish(self.learner.model)
         self.ch = AgentChannels(layout, self.slots.names, board, self.ctx.Value("q", 0), self.ctx.Queue(),
-                                [self.ctx.Queue() for _ in range(self.n_agents)], self.ctx.Event())
-        for a in range(self.n_agents):
+                                [self.ctx.Queue() for _ in range(lanes)], self.ctx.Event())
+        for lane in range(lanes):
             for s in range(layout.slots):
-                self.ch.free_slots[a].put(s)
+                self.ch.free_slots[lane].put(s)
         self.eval_requests, self.eval_results = self.ctx.Queue(), self.ctx.Queue()
         me = os.getpid()
         self.procs["eval"] = self.ctx.Process(
@@ -267,11 +268,11 @@ class _Run:
         if msg[0] == "done":
             self.done_agents.add(msg[1])
             return
-        _, agent, slot, length, terminated, true_return, success, version, eps, (pid, t0, t1) = msg
+        _, lane, slot, length, terminated, true_return, success, version, eps, (agent, pid, t0, t1) = msg
         self.agent_log.record(agent, pid, length, t0, t1)
         arr = self.slots.arrays
-        self.replay.add_episode(arr["obs"][agent, slot, : length + 1], arr["bins"][agent, slot, :length],
-                                arr["rewards"][agent, slot, :length], terminated)
+        self.replay.add_episode(arr["obs"][lane, slot, : length + 1], arr["bins"][lane, slot, :length],
+                                arr["rewards"][lane, slot, :length], terminated)
         self.env_steps += length
         self.episodes += 1
         self.window.episode(true_return, success, self.ch.board.version.value - version, eps)
@@ -279,7 +280,7 @@ class _Run:
                                  step=self.env_steps)
         if sync:  # the paper: train on the episode, publish, only then let the agent go on
             self.train_updates(self.updates_owed())
-        self.ch.free_slots[agent].put(slot)
+        self.ch.free_slots[lane].put(slot)
 
     def updates_owed(self) -> int:
         lc = self.cfg.learner
@@ -321,7 +322,7 @@ class _Run:
                 if not block:
                     return
                 if not self.procs["eval"].is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError("the evaluation process stopped before finishing its episodes")
+                    raise RuntimeError("the evaluation process stopped before finishing its episodes") from None
                 continue
             self.pending_evals.discard(step)
             self.last_success = success

@@ -33,14 +33,14 @@ def _attach(name: str, create_bytes: int = 0) -> shared_memory.SharedMemory:
 class SlotLayout:
     """Shapes of one agent's slots; picklable so it travels to spawned agents."""
 
-    num_agents: int
+    lanes: int  # envs of all agents: each lane is one episode stream
     slots: int
     max_len: int
     obs_dim: int
     action_dims: int
 
     def fields(self) -> dict[str, tuple[tuple[int, ...], Any]]:
-        a, s, t = self.num_agents, self.slots, self.max_len
+        a, s, t = self.lanes, self.slots, self.max_len
         return {
             "obs": ((a, s, t + 1, self.obs_dim), np.float32),  # includes the final observation
             "bins": ((a, s, t, self.action_dims), np.int16),

@@ -1,4 +1,5 @@
-from dqt.cli import main
 import sys
+
+from dqt.cli import main
 
 sys.exit(main())

@@ -88,12 +88,12 @@ def test_ema_update_is_convex_combination():
 def test_learner_updates_target_every_k_updates():
     learner = Learner(OBS_DIM, 2, small_cfg(**{"learner.target_update_every": 2, "learner.target_tau": 0.1}))
     theta0 = [p.detach().clone() for p in learner.target.parameters()]
-    assert all(torch.equal(a, b) for a, b in zip(theta0, learner.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(theta0, learner.model.parameters(), strict=True))
     batch = fixed_batch()
     learner.update(batch)
-    assert all(torch.equal(a, b) for a, b in zip(theta0, learner.target.parameters()))  # not yet
+    assert all(torch.equal(a, b) for a, b in zip(theta0, learner.target.parameters(), strict=True))  # not yet
     learner.update(batch)
-    for t0, t2, th in zip(theta0, learner.target.parameters(), learner.model.parameters()):
+    for t0, t2, th in zip(theta0, learner.target.parameters(), learner.model.parameters(), strict=True):
         assert torch.allclose(t2, 0.1 * th.detach() + 0.9 * t0, atol=1e-7)
     assert not any(p.requires_grad for p in learner.target.parameters())
 
@@ -124,7 +124,7 @@ def test_non_finite_loss_raises_before_touching_weights():
     bad.ret[3] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite loss at update 1"):
         learner.update(bad)
-    assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters(), strict=True))
 
 
 def test_state_dict_round_trip_resumes_identically():
@@ -137,7 +137,7 @@ def test_state_dict_round_trip_resumes_identically():
     assert b.updates == 3
     batch = fixed_batch(seed=1)
     assert a.update(batch) == b.update(batch)
-    for pa, pb in zip(a.target.parameters(), b.target.parameters()):
+    for pa, pb in zip(a.target.parameters(), b.target.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 
