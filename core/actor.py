@@ -10,7 +10,6 @@ synchronisation); in async mode a lane has several and practically never waits.
 from __future__ import annotations
 
 import os
-import queue
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,79 +35,81 @@ def env_seed(base_seed: int, lane: int) -> int:
 
 @dataclass
 class AgentChannels:
-    """What an agent shares with the learner (all picklable for spawn)."""
+    """What one agent shares with the learner (picklable for spawn).
+
+    Nothing here is a lock an agent could die holding: each pipe has one writer, each
+    lane's step counter one writer, and the weight board is a seqlock.
+    """
 
     layout: SlotLayout
     slot_names: dict[str, str]
     board: WeightBoard
-    steps_taken: Any  # mp.Value: env steps claimed by all agents (the budget counter)
-    episodes: Any  # mp.Queue agent -> learner: ("episode", lane, slot, ...) / ("done", agent_id)
-    free_slots: list  # per lane mp.Queue learner -> agent: slot ids handed back
+    claimed: Any  # mp.Array int64 [lanes], lock-free: env steps each lane has taken (its agent writes)
+    quota: list[int]  # [lanes]: each lane's share of trainer.train_steps
+    lanes: range  # this agent's lanes
+    to_learner: Any  # Connection: ("episode", lane, slot, ...) and finally ("done", agent_id)
+    from_learner: Any  # Connection: (lane, slot) handed back to the agent
     stop: Any  # mp.Event
 
 
-def claim_step(counter: Any, budget: int) -> bool:
-    with counter.get_lock():
-        if counter.value >= budget:
-            return False
-        counter.value += 1
-        return True
-
-
-def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int, restart: int = 0) -> None:
+def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int, stream: int = 0) -> None:
+    """Explore until every lane has used its quota; `stream` > 0 for restarted/resumed agents."""
     become_child_of_run(parent_pid)
     torch.set_num_threads(cfg.trainer.torch_threads)
     tr, lay, ex = cfg.trainer, ch.layout, cfg.exploration
-    e = tr.envs_per_agent
-    lanes = range(agent_id * e, (agent_id + 1) * e)  # this agent's rows in the slot arrays
+    lanes = ch.lanes
     # A restarted agent gets fresh episode and random streams instead of replaying its predecessor's.
-    envs = [make_env(tr.task, seed=env_seed(tr.seed, lane) + 100_000 * restart, max_episode_steps=tr.max_episode_steps)
+    envs = [make_env(tr.task, seed=env_seed(tr.seed, lane) + 100_000 * stream, max_episode_steps=tr.max_episode_steps)
             for lane in lanes]
     model = QTransformer(lay.obs_dim, lay.action_dims, cfg.model).eval()
     decoder = GreedyDecoder(model)
     slots = EpisodeSlots(lay, ch.slot_names)
-    rng = np.random.default_rng([tr.seed, agent_id, restart])
-    noise = RewardNoise(cfg.noise, np.random.default_rng([tr.seed, agent_id, restart, 1]))
+    claimed = np.frombuffer(ch.claimed, dtype=np.int64)
+    rng = np.random.default_rng([tr.seed, agent_id, stream])
+    noise = RewardNoise(cfg.noise, np.random.default_rng([tr.seed, agent_id, stream, 1]))
     decay = ex.decay_fraction * tr.train_steps
     policy = ExplorationPolicy(
         decoder, cfg.model.num_bins, lay.action_dims, rng, cfg.learner.warmup_steps,
-        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: ch.steps_taken.value,
+        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: int(claimed.sum()),
     )
     arrays = [LaneArrays(slots.arrays["obs"][lane], slots.arrays["bins"][lane], slots.arrays["rewards"][lane])
               for lane in lanes]
+    free: dict[int, list[int]] = {lane: [] for lane in lanes}
     version = -1
+
+    def claim(i: int) -> bool:
+        lane = lanes[i]
+        if claimed[lane] >= ch.quota[lane]:
+            return False
+        claimed[lane] += 1
+        return True
 
     def next_slot(i: int) -> int | None:
         nonlocal version
-        slot = _next_slot(ch.free_slots[lanes[i]], ch.stop, parent_pid)
+        lane = lanes[i]
+        while not free[lane]:  # sync mode: this is the wait for the learner (paper, 4.1)
+            if ch.stop.is_set() or not parent_alive(parent_pid):
+                return None
+            if ch.from_learner.poll(0.2):
+                got_lane, got_slot = ch.from_learner.recv()
+                free[got_lane].append(got_slot)
         new_version = ch.board.pull(model, version)  # the paper: new weights for every episode
         if new_version != version:
             decoder.refresh()
             version = new_version
-        return slot
+        return free[lane].pop()
 
     def episode_done(i: int, slot: int, st: EpisodeStats) -> None:
         rewards = arrays[i].rewards[slot, : st.length]
         rewards[:] = noise(rewards)  # DQT eq. 13/15: training rewards only, evaluation stays clean
-        ch.episodes.put(("episode", lanes[i], slot, st.length, st.terminated, st.true_return, st.success,
-                         version, policy.last_epsilon, (agent_id, os.getpid(), st.t_start, st.t_end)))
+        ch.to_learner.send(("episode", lanes[i], slot, st.length, st.terminated, st.true_return, st.success,
+                            version, policy.last_epsilon, (agent_id, os.getpid(), st.t_start, st.t_end)))
 
     try:
-        run_lanes(envs, policy, cfg.model.num_bins, arrays, lambda: claim_step(ch.steps_taken, tr.train_steps),
-                  next_slot, episode_done, time.time)
+        run_lanes(envs, policy, cfg.model.num_bins, arrays, claim, next_slot, episode_done, time.time)
         if not ch.stop.is_set():
-            ch.episodes.put(("done", agent_id))
+            ch.to_learner.send(("done", agent_id))
     finally:
         slots.close()
         for env in envs:
             env.close()
-
-
-def _next_slot(free: Any, stop: Any, parent_pid: int) -> int | None:
-    while not stop.is_set():
-        try:
-            return free.get(timeout=0.2)
-        except queue.Empty:
-            if not parent_alive(parent_pid):
-                return None
-    return None

@@ -68,6 +68,7 @@ class LearnerConfig:
     replay_capacity: int = doc(1_000_000, "Transitions kept in the replay buffer.")
     updates_per_step: float = doc(1.0, "Update-to-data ratio: learner updates per env step across agents.")
     warmup_steps: int = doc(2000, "Env steps (all agents) of uniform random actions before learning.")
+    debug_nan_at_update: int = doc(0, "Test hook: poison the batch of this update (0 = never) to check NaN handling.")
 
 
 @dataclass
@@ -99,7 +100,7 @@ class TrainerConfig:
     seed: int = doc(0, "Base seed; env lane k uses seed + 1000 * (k + 1), the eval env seed + 999.")
     max_episode_steps: int = doc(0, "Episode length cap; 0 keeps the task's own (MetaWorld: 500).")
     torch_threads: int = doc(1, "Torch intra-op threads per agent process.")
-    checkpoint_every: int = doc(0, "Env steps between checkpoints; 0 = only at the end.")
+    checkpoint_every: int = doc(25_000, "Env steps between checkpoints (also written at the end); 0 = only at the end.")
     max_agent_restarts: int = doc(3, "Times a dead agent is restarted before the run fails.")
 
 
@@ -212,6 +213,7 @@ class RunConfig:
         need(lr.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
         need(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
         need(lr.grad_clip > 0, "learner.grad_clip", "must be > 0")
+        need(lr.debug_nan_at_update >= 0, "learner.debug_nan_at_update", "must be >= 0")
         need(0.0 <= ex.eps_min <= ex.eps_max <= 1.0, "exploration.eps_min",
              "and exploration.eps_max must satisfy 0 <= eps_min <= eps_max <= 1")
         need(0.0 < ex.decay_fraction <= 1.0, "exploration.decay_fraction", "must be in (0, 1]")

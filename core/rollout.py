@@ -72,13 +72,14 @@ def run_lanes(
     policy: ExplorationPolicy,
     num_bins: int,
     arrays: Sequence[LaneArrays],
-    claim_step: Callable[[], bool],
+    claim_step: Callable[[int], bool],
     next_slot: Callable[[int], int | None],
     episode_done: Callable[[int, int, EpisodeStats], None],
     clock: Callable[[], float],
 ) -> None:
     """Step every lane until each has hit the budget or been refused a slot.
 
+    `claim_step(lane)` reserves one env step of the lane's budget.
     `next_slot(lane)` hands out a free slot for the lane's next episode (None: stop the lane);
     `episode_done(lane, slot, stats)` receives every episode with at least one step, then
     owns the slot. A lane whose episode is cut by the budget or by its slot's length counts
@@ -116,7 +117,7 @@ def run_lanes(
             return
         bins = policy(obs[live])
         for row, i in enumerate(live):
-            if not claim_step():
+            if not claim_step(i):
                 end(i, False, budget_hit=True)
                 continue
             o, reward, terminated, truncated, info = envs[i].step(to_continuous(bins[row], num_bins))

@@ -62,7 +62,7 @@ def train_single_process(
     next_eval = cfg.eval.every
     stop = False
 
-    def claim() -> bool:
+    def claim(_lane: int) -> bool:
         nonlocal steps
         if steps >= tr.train_steps or stop:
             return False

@@ -21,7 +21,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from multiprocessing import connection as mp_connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from core.tracking import RunTracker
 from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
 DEFAULT_EPISODE_LIMIT = 500  # MetaWorld's max_path_length
-ASYNC_SLOTS = 4  # episodes an async agent may have in flight before it would wait
+ASYNC_SLOTS = 4  # episodes an async lane may have in flight before it would wait
 LOG_INTERVAL_S = 1.0
 
 
@@ -120,9 +122,20 @@ def _signals_end_run() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def train(cfg: RunConfig, tracking: TrackingOptions | None = None, progress: bool = True) -> TrainResult:
-    """Run one training run to the end and record it; never raises for run failures."""
+def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progress: bool = True) -> TrainResult:
+    """Run one training run to the end and record it; never raises for run failures.
+
+    With `tracking.resume_run_id`, continue that run from its last checkpoint (cfg None: the
+    run's own config) into the same MLflow run.
+    """
     tracking = tracking or TrackingOptions()
+    checkpoint = None
+    if tracking.resume_run_id:
+        from core.resume import load_resume_point
+
+        point = load_resume_point(tracking.uri, tracking.resume_run_id)
+        cfg, checkpoint = cfg or point.cfg, point.checkpoint
+        tracking = replace(tracking, experiment=point.experiment)
     cfg = resolve(cfg)
     device = resolve_device(cfg.trainer.device)
     spec = probe_env(cfg)
@@ -131,33 +144,42 @@ def train(cfg: RunConfig, tracking: TrackingOptions | None = None, progress: boo
     tracker = RunTracker(tracking.uri, tracking.experiment, run_name=tracking.run_name, tags=tags,
                          parent_run_id=tracking.parent_run_id, resume_run_id=tracking.resume_run_id)
     tracker.log_params(cfg.to_flat())
-    tracker.log_text(cfg.to_yaml(), "config.yaml")
-    run = _Run(cfg, spec, device, tracker, progress)
+    if checkpoint is None:
+        tracker.log_text(cfg.to_yaml(), "config.yaml")
+    run = _Run(cfg, spec, device, tracker, progress, checkpoint)
     try:
         with _signals_end_run():
             run.execute()
     except KeyboardInterrupt:
-        run.shutdown()
-        run.save_checkpoint(log=True)
-        tracker.end("KILLED", reason="interrupted (SIGINT/SIGTERM)")
-        return TrainResult(tracker.run_id, "KILLED", run.last_success, "interrupted")
+        return run.end("KILLED", "interrupted (SIGINT/SIGTERM)")
     except Exception as exc:  # noqa: BLE001 - any failure ends the run FAILED with its reason
-        run.shutdown()
-        reason = f"{type(exc).__name__}: {exc}"
-        tracker.end("FAILED", reason=reason)
-        return TrainResult(tracker.run_id, "FAILED", run.last_success, reason)
-    run.shutdown()
-    tracker.end("FINISHED")
-    return TrainResult(tracker.run_id, "FINISHED", run.last_success)
+        return run.end("FAILED", f"{type(exc).__name__}: {exc}")
+    return run.end("FINISHED")
+
+
+@dataclass
+class _Agent:
+    proc: mp.process.BaseProcess
+    reader: Any  # Connection agent -> learner
+    writer: Any  # Connection learner -> agent
+    lanes: range
+
+
+def split_budget(total: int, parts: int) -> list[int]:
+    """`total` env steps as `parts` near-equal lane quotas that add up exactly."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
 class _Run:
     """State of one run in the learner process."""
 
-    def __init__(self, cfg: RunConfig, spec: EnvSpec, device: torch.device, tracker: RunTracker, progress: bool):
+    def __init__(self, cfg: RunConfig, spec: EnvSpec, device: torch.device, tracker: RunTracker, progress: bool,
+                 checkpoint: dict | None = None):
         self.cfg, self.spec, self.device, self.tracker = cfg, spec, device, tracker
         tr, lc = cfg.trainer, cfg.learner
         self.n_agents = tr.num_agents
+        self.n_lanes = tr.num_agents * tr.envs_per_agent
         self.batch_size = lc.batch_size * (self.n_agents if lc.batch_per_agent else 1)
         self.total_updates = max(1, math.ceil(lc.updates_per_step * max(tr.train_steps - lc.warmup_steps, 1)))
         if device.type == "cpu":
@@ -165,81 +187,132 @@ class _Run:
         torch.manual_seed(tr.seed)
         self.learner = Learner(spec.obs_dim, spec.action_dims, cfg, device=device,
                                total_updates=self.total_updates, num_agents=self.n_agents)
+        self.env_steps = 0  # received by the learner: the x-axis of every metric
+        self.episodes = 0
+        self.resumes = 0
+        if checkpoint is not None:  # --resume: model, optimiser, target, schedules, env-step counter
+            self.learner.load_state_dict(checkpoint["learner"])
+            self.env_steps, self.episodes = int(checkpoint["env_steps"]), int(checkpoint["episodes"])
+            self.resumes = int(checkpoint.get("resumes", 0)) + 1
         self.replay = ReplayBuffer(min(lc.replay_capacity, tr.train_steps), spec.obs_dim, spec.action_dims,
                                    lc.gamma, lc.n_step)
-        self.rng = np.random.default_rng([tr.seed, 7])
+        self.rng = np.random.default_rng([tr.seed, 7, self.resumes])
+        # Each lane gets a fixed share of the remaining budget: no shared counter to lock.
+        self.quota = split_budget(tr.train_steps - self.env_steps, self.n_lanes)
+        self.delivered = [0] * self.n_lanes
         self.progress = Progress(tr.train_steps, enabled=progress)
         self.ctx = mp.get_context("spawn")
-        self.procs: dict[str, mp.process.BaseProcess] = {}
+        self.agents: dict[int, _Agent] = {}
+        self.eval_proc: mp.process.BaseProcess | None = None
         self.slots: EpisodeSlots | None = None
-        self.ch: AgentChannels | None = None
         self.ckpt_dir = Path(tempfile.mkdtemp(prefix="dqt-ckpt-"))
-        # counters
-        self.env_steps = 0  # received by the learner: the x-axis
-        self.episodes = 0
+        self.ckpt_mark = self.env_steps // tr.checkpoint_every if tr.checkpoint_every else 0
+        self.restarts = 0
         self.last_eval_step = -1
-        self.next_eval = 0
+        self.next_eval = self.env_steps
         self.pending_evals: set[int] = set()
         self.last_success: float | None = None
         self.done_agents: set[int] = set()
-        self.window = _Window()
+        self.window = _Window(self.env_steps)
         self.agent_log = _AgentLog()
         self.started = time.monotonic()
 
     # ---- processes ----------------------------------------------------------------------
     def start_processes(self) -> None:
         sync = self.cfg.trainer.mode == "sync"
-        lanes = self.n_agents * self.cfg.trainer.envs_per_agent
-        layout = SlotLayout(lanes, 1 if sync else ASYNC_SLOTS, self.spec.episode_limit,
-                            self.spec.obs_dim, self.spec.action_dims)
-        self.slots = EpisodeSlots(layout)
-        numel = sum(p.numel() for p in self.learner.model.parameters())
-        board = WeightBoard(numel, self.ctx)
-        board.publish(self.learner.model)
-        self.ch = AgentChannels(layout, self.slots.names, board, self.ctx.Value("q", 0), self.ctx.Queue(),
-                                [self.ctx.Queue() for _ in range(lanes)], self.ctx.Event())
-        for lane in range(lanes):
-            for s in range(layout.slots):
-                self.ch.free_slots[lane].put(s)
+        self.layout = SlotLayout(self.n_lanes, 1 if sync else ASYNC_SLOTS, self.spec.episode_limit,
+                                 self.spec.obs_dim, self.spec.action_dims)
+        self.slots = EpisodeSlots(self.layout)
+        self.board = WeightBoard(sum(p.numel() for p in self.learner.model.parameters()), self.ctx)
+        self.board.publish(self.learner.model)
+        self.claimed = self.ctx.RawArray("q", self.n_lanes)
+        self.stop = self.ctx.Event()
         self.eval_requests, self.eval_results = self.ctx.Queue(), self.ctx.Queue()
-        me = os.getpid()
-        self.procs["eval"] = self.ctx.Process(
+        self.eval_proc = self.ctx.Process(
             target=eval_main, name="dqt-eval", daemon=True,
-            args=(self.cfg, self.spec.obs_dim, self.spec.action_dims, self.eval_requests, self.eval_results, me))
+            args=(self.cfg, self.spec.obs_dim, self.spec.action_dims, self.eval_requests, self.eval_results,
+                  os.getpid()))
+        self.eval_proc.start()
+        self.tracker.set_tags({"pid.learner": os.getpid(), "pid.eval": self.eval_proc.pid})
         for a in range(self.n_agents):
-            self.procs[f"agent{a}"] = self.ctx.Process(target=agent_main, name=f"dqt-agent{a}", daemon=True,
-                                                       args=(a, self.cfg, self.ch, me))
-        for p in self.procs.values():
-            p.start()
+            self.spawn_agent(a, stream=1000 * self.resumes)
+
+    def spawn_agent(self, a: int, stream: int) -> None:
+        e = self.cfg.trainer.envs_per_agent
+        lanes = range(a * e, (a + 1) * e)
+        up_r, up_w = self.ctx.Pipe(duplex=False)
+        down_r, down_w = self.ctx.Pipe(duplex=False)
+        ch = AgentChannels(self.layout, self.slots.names, self.board, self.claimed, self.quota, lanes, up_w,
+                           down_r, self.stop)
+        proc = self.ctx.Process(target=agent_main, name=f"dqt-agent{a}", daemon=True,
+                                args=(a, self.cfg, ch, os.getpid(), stream))
+        proc.start()
+        up_w.close()  # only the agent writes: its death then reads as EOF here
+        down_r.close()
+        for lane in lanes:
+            for s in range(self.layout.slots):
+                down_w.send((lane, s))
+        self.agents[a] = _Agent(proc, up_r, down_w, lanes)
+        self.tracker.set_tags({f"pid.agent{a}": proc.pid})  # which OS process explores, for people and tests
+
+    def restart_agent(self, a: int) -> None:
+        """A dead agent's lanes continue in a new process, with the steps it took but never
+        delivered given back to their quota (so the run still ends at exactly its budget)."""
+        agent = self.agents[a]
+        self.drain(agent)
+        limit = self.cfg.trainer.max_agent_restarts
+        code = agent.proc.exitcode
+        if self.restarts >= limit:
+            raise RuntimeError(f"agent {a} died (exit code {code}) and the restart limit ({limit}) is reached")
+        self.restarts += 1
+        for conn in (agent.reader, agent.writer):
+            conn.close()
+        claimed = np.frombuffer(self.claimed, dtype=np.int64)
+        for lane in agent.lanes:
+            claimed[lane] = self.delivered[lane]
+        self.spawn_agent(a, stream=1000 * self.resumes + self.restarts)
+        self.tracker.set_tags({"agent_restarts": self.restarts, f"agent_restart_{self.restarts}":
+                               f"agent {a} exit code {code} at env step {self.env_steps}"})
+        self.tracker.log_metrics({"perf/agent_restarts": self.restarts}, step=self.env_steps)
+
+    def drain(self, agent: _Agent) -> None:
+        """Take in whatever the agent sent before it died."""
+        try:
+            while agent.reader.poll():
+                self.handle(agent.reader.recv())
+        except (EOFError, OSError):
+            pass
 
     def shutdown(self) -> None:
         """Stop every child of the run within a few seconds, whatever state they are in."""
-        if self.ch is not None:
-            self.ch.stop.set()
-        if "eval" in self.procs:
+        if getattr(self, "stop", None) is not None:
+            self.stop.set()
+        if self.eval_proc is not None:
             try:
                 self.eval_requests.put_nowait(None)
             except Exception:  # noqa: BLE001
                 pass
+        procs = [a.proc for a in self.agents.values()] + ([self.eval_proc] if self.eval_proc else [])
         deadline = time.monotonic() + 3.0
-        for p in self.procs.values():
+        for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
-        for p in self.procs.values():
+        for p in procs:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=1.0)
-        self.procs.clear()
+        self.agents.clear()
+        self.eval_proc = None
         if self.slots is not None:
             self.slots.close()
             self.slots = None
         self.progress.close()
 
     def check_children(self) -> None:
-        for name, p in self.procs.items():
-            if not p.is_alive() and p.exitcode not in (0, None):
-                raise RuntimeError(f"{name} process died (exit code {p.exitcode})")
-            if name.startswith("agent") and not p.is_alive() and int(name[5:]) not in self.done_agents:
-                raise RuntimeError(f"{name} process exited before its work was done")
+        if self.eval_proc is not None and not self.eval_proc.is_alive():
+            raise RuntimeError(f"the evaluation process died (exit code {self.eval_proc.exitcode})")
+        for a, agent in list(self.agents.items()):
+            if a not in self.done_agents and not agent.proc.is_alive():
+                self.restart_agent(a)
 
     # ---- main loop ----------------------------------------------------------------------
     def execute(self) -> None:
@@ -248,13 +321,14 @@ class _Run:
         last_log = time.monotonic()
         while len(self.done_agents) < self.n_agents:
             owed = self.updates_owed()
-            try:
-                msg = self.ch.episodes.get(timeout=0.0 if (owed and not sync) else 0.05)
-            except queue.Empty:
-                msg = None
-            if msg is not None:
-                self.handle(msg, sync)
-            elif owed and not sync:
+            readers = {agent.reader: a for a, agent in self.agents.items() if a not in self.done_agents}
+            ready = mp_connection.wait(list(readers), timeout=0.0 if (owed and not sync) else 0.05)
+            for conn in ready:
+                try:
+                    self.handle(conn.recv())
+                except (EOFError, OSError):  # the agent died: restart it (or fail past the limit)
+                    self.check_children()
+            if not ready and owed and not sync:
                 self.train_updates(min(owed, 4))
             self.maybe_request_eval()
             self.collect_evals(block=False)
@@ -264,7 +338,7 @@ class _Run:
                 last_log = time.monotonic()
         self.finish()
 
-    def handle(self, msg: tuple, sync: bool) -> None:
+    def handle(self, msg: tuple) -> None:
         if msg[0] == "done":
             self.done_agents.add(msg[1])
             return
@@ -274,13 +348,18 @@ class _Run:
         self.replay.add_episode(arr["obs"][lane, slot, : length + 1], arr["bins"][lane, slot, :length],
                                 arr["rewards"][lane, slot, :length], terminated)
         self.env_steps += length
+        self.delivered[lane] += length
         self.episodes += 1
-        self.window.episode(true_return, success, self.ch.board.version.value - version, eps)
+        self.window.episode(self.board.version - version, eps)
         self.tracker.log_metrics({"train/episode_return": true_return, "train/success": float(success)},
                                  step=self.env_steps)
-        if sync:  # the paper: train on the episode, publish, only then let the agent go on
+        if self.cfg.trainer.mode == "sync":  # the paper: train on the episode, publish, then let it go on
             self.train_updates(self.updates_owed())
-        self.ch.free_slots[lane].put(slot)
+        self.agents[agent].writer.send((lane, slot))
+        every = self.cfg.trainer.checkpoint_every
+        if every and self.env_steps // every > self.ckpt_mark:
+            self.ckpt_mark = self.env_steps // every
+            self.save_checkpoint()
 
     def updates_owed(self) -> int:
         lc = self.cfg.learner
@@ -290,18 +369,17 @@ class _Run:
     def train_updates(self, n: int) -> None:
         if n <= 0:
             return
+        poison = self.cfg.learner.debug_nan_at_update
         for _ in range(n):
             batch = self.replay.sample(self.batch_size, self.rng).to(self.device)
+            if poison and self.learner.updates + 1 == poison:
+                batch.ret[0] = float("nan")  # test hook: a corrupted reward must fail the run
             try:
                 metrics = self.learner.update(batch)
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{exc} (env step {self.env_steps})") from None
             self.window.update(metrics)
-        self.ch.board.publish(self.learner.model)
-        every = self.cfg.trainer.checkpoint_every
-        if every and self.env_steps // every > getattr(self, "_ckpt_mark", 0):
-            self._ckpt_mark = self.env_steps // every
-            self.save_checkpoint(log=True)
+        self.board.publish(self.learner.model)
 
     # ---- evaluation ---------------------------------------------------------------------
     def maybe_request_eval(self, force: bool = False) -> None:
@@ -314,21 +392,20 @@ class _Run:
             self.next_eval = (self.env_steps // every + 1) * every
 
     def collect_evals(self, block: bool) -> None:
-        deadline = time.monotonic() + 3600
         while self.pending_evals:
             try:
                 step, success, ret = self.eval_results.get(timeout=0.5 if block else 0.0)
             except queue.Empty:
                 if not block:
                     return
-                if not self.procs["eval"].is_alive() or time.monotonic() > deadline:
+                if self.eval_proc is None or not self.eval_proc.is_alive():
                     raise RuntimeError("the evaluation process stopped before finishing its episodes") from None
                 continue
             self.pending_evals.discard(step)
             self.last_success = success
             self.tracker.log_metrics({"eval/success_rate": success, "eval/return": ret}, step=step)
 
-    # ---- logging ------------------------------------------------------------------------
+    # ---- logging and ending -------------------------------------------------------------
     def log_window(self, final: bool = False) -> None:
         now = time.monotonic()
         metrics = self.window.flush(now, self.env_steps, self.learner.updates, final)
@@ -337,21 +414,29 @@ class _Run:
         self.progress.update(self.env_steps, metrics["perf/env_steps_per_s"], metrics["perf/updates_per_s"],
                              self.last_success, force=final)
 
-    def save_checkpoint(self, log: bool) -> Path | None:
-        if not hasattr(self, "learner"):
-            return None
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint and log it as the run's `checkpoint/` artifact (replaced each time)."""
         path = save_checkpoint(self.ckpt_dir / CHECKPOINT_FILE, self.learner.state_dict(), self.env_steps,
-                               {"episodes": self.episodes, "config": self.cfg.to_flat()})
-        if log:
-            self.tracker.log_artifact(str(path), "checkpoint")
-        return path
+                               {"episodes": self.episodes, "resumes": self.resumes, "config": self.cfg.to_flat()})
+        self.tracker.log_artifact(str(path), "checkpoint")
 
     def finish(self) -> None:
         self.maybe_request_eval(force=True)  # the curve always ends at the budget
         self.collect_evals(block=True)
         self.log_window(final=True)
-        self.save_checkpoint(log=True)
+        self.save_checkpoint()
         self.tracker.log_text(json.dumps(self.agent_log.summary(), indent=2), "agents.json")
+
+    def end(self, status: str, reason: str | None = None) -> TrainResult:
+        """Stop the children, keep a checkpoint of an unfinished run, close the MLflow run."""
+        self.shutdown()
+        if status != "FINISHED":
+            try:
+                self.save_checkpoint()  # what the run learnt so far, for --resume
+            except Exception:  # noqa: BLE001 - the run's status matters more than this artifact
+                pass
+        self.tracker.end(status, reason=reason)
+        return TrainResult(self.tracker.run_id, status, self.last_success, reason)
 
 
 class _AgentLog:
@@ -375,9 +460,9 @@ class _AgentLog:
 class _Window:
     """Training metrics accumulated between two log points."""
 
-    def __init__(self):
+    def __init__(self, steps: int = 0):
         self.t_last = time.monotonic()
-        self.steps_last = 0
+        self.steps_last = steps
         self.updates_last = 0
         self.sums: dict[str, float] = {}
         self.count = 0
@@ -385,7 +470,7 @@ class _Window:
         self.lags: list[int] = []
         self.epsilon = 1.0
 
-    def episode(self, ret: float, success: bool, lag: int, eps: float) -> None:
+    def episode(self, lag: int, eps: float) -> None:
         self.lags.append(lag)
         self.epsilon = eps
 

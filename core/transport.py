@@ -13,6 +13,7 @@ Like Sample Factory: buffers are allocated once, messages carry only indices.
 from __future__ import annotations
 
 import ctypes
+import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
@@ -79,28 +80,43 @@ class EpisodeSlots:
 
 
 class WeightBoard:
-    """A versioned flat parameter vector in shared memory (learner writes, agents read)."""
+    """A versioned flat parameter vector in shared memory (learner writes, agents read).
+
+    A seqlock, not a lock: the single writer makes the version odd while it copies, and a
+    reader retries if the version was odd or moved during its copy. No agent ever holds
+    anything the learner waits on, so an agent killed mid-read cannot stall the run.
+    """
 
     def __init__(self, numel: int, ctx: Any):
         self.numel = numel
         self.vector = torch.zeros(numel, dtype=torch.float32).share_memory_()
-        self.version = ctx.Value(ctypes.c_int64, 0, lock=False)
-        self.lock = ctx.Lock()
+        self.seq = ctx.Value(ctypes.c_int64, 0, lock=False)
+
+    @property
+    def version(self) -> int:
+        """Number of publishes so far."""
+        return int(self.seq.value) // 2
 
     def publish(self, model: torch.nn.Module) -> int:
-        flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
-        with self.lock:
-            self.vector.copy_(flat.to("cpu", non_blocking=False))
-            self.version.value += 1
-            return int(self.version.value)
+        flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach().to("cpu")
+        self.seq.value += 1  # odd: a write is in progress
+        self.vector.copy_(flat)
+        self.seq.value += 1
+        return self.version
 
     def pull(self, model: torch.nn.Module, have: int) -> int:
         """Copy the weights into `model` if a newer version exists; return the version held."""
-        if self.version.value == have:
-            return have
-        with self.lock, torch.no_grad():
-            offset = 0
-            for p in model.parameters():  # copy, never alias: the learner rewrites the vector
-                p.copy_(self.vector[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
-            return int(self.version.value)
+        while True:
+            start = int(self.seq.value)
+            if start // 2 == have:
+                return have
+            if start % 2:
+                time.sleep(0.0005)
+                continue
+            with torch.no_grad():
+                offset = 0
+                for p in model.parameters():  # copy, never alias: the learner rewrites the vector
+                    p.copy_(self.vector[offset : offset + p.numel()].view_as(p))
+                    offset += p.numel()
+            if int(self.seq.value) == start:
+                return start // 2

@@ -84,11 +84,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         for key, value in RunConfig().to_flat().items():
             print(f"{key} = {value!r}\n    {field_docs()[key]}")
         return 0
-    cfg = resolve_train_config(args)
+    given = args.config or args.set or any(getattr(args, name) is not None for name in TRAIN_FLAGS)
+    # --resume alone continues with the run's own config; with a config, it must match the run's.
+    cfg = resolve_train_config(args) if given or not args.resume else None
     from core.tracking import resolve_tracking_uri
     from core.trainer import TrackingOptions, resolve, train
 
-    cfg = resolve(cfg)  # unknown task -> ConfigError before the store is touched
+    if cfg is not None:
+        cfg = resolve(cfg)  # unknown task -> ConfigError before the store is touched
     uri = resolve_tracking_uri(args.tracking_uri)
     opts = TrackingOptions(uri=uri, experiment=args.experiment, run_name=args.run_name,
                            parent_run_id=args.parent_run_id, tags=parse_tags(args.tag), resume_run_id=args.resume)

@@ -3,7 +3,8 @@
 Each trial is one configuration (base + the sampled values) trained once per seed of the
 spec, each seed a child run of the sweep's parent run like any grid point; its value is the
 mean over seeds of the area under the run's `search.metric` curve (default
-``eval/success_rate``) over env steps, normalised by the step range (DQT figure 5).
+``eval/success_rate``) over env steps, normalised by the step range (DQT figure 5): the
+same `analysis.auc.normalized_auc` the figures and reports use.
 
 The study ``search/<name>/<profile>`` lives in the same Optuna storage as the claim queue
 (next to the MLflow store by default), so rerunning the command continues the study until
@@ -20,45 +21,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from analysis.auc import normalized_auc
 from core.config import ConfigError, RunConfig
 from core.tracking import resolve_tracking_uri
-from sweeps.expand import Point
-from sweeps.runner import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    Job,
-    Launcher,
+from sweeps.claims import (
     Owner,
-    Store,
-    SweepOptions,
-    SweepProgress,
     claim_alive,
     default_storage,
     ensure_study,
     open_storage,
-    point_status,
     reap_stale,
-    run_jobs,
     study_name,
 )
+from sweeps.expand import Point
+from sweeps.launch import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Job, Launcher, SweepProgress, run_jobs
+from sweeps.runner import SweepOptions
 from sweeps.spec import SEED_KEY, SearchParam, Spec
+from sweeps.store import Store, point_status
 
 
 def success_auc(history: Sequence[tuple[float, float]]) -> float:
-    """Trapezoidal area under ``(step, value)`` points divided by their step range, so a
-    success rate gives a number in [0, 1]; one point gives its value, none gives 0.
-
-    (analysis/ computes the same AUC for figures; this small copy keeps `sweeps` free of
-    the analysis dependencies.)
-    """
-    points = sorted(history)
-    if not points:
+    """The objective of one run: `analysis.auc.normalized_auc` of its ``(step, value)``
+    points, the AUC the figures report (in [0, 1] for a success rate); no points give 0."""
+    if not history:
         return 0.0
-    if len(points) == 1 or points[-1][0] == points[0][0]:
-        return float(sum(v for _, v in points) / len(points))
-    area = sum((s1 - s0) * (v0 + v1) / 2 for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False))
-    return float(area / (points[-1][0] - points[0][0]))
+    steps, values = zip(*history, strict=True)
+    return normalized_auc(steps, values)
 
 
 def suggest(trial: Any, space: Sequence[SearchParam], base: RunConfig) -> dict[str, Any]:
@@ -171,12 +159,12 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
         trial.set_user_attr("config_hash", points[0].config_hash)
         live[trial.number] = state
         for point in points:
-            runs = store.runs(point.key).get(point.key, [])
+            runs = store.point_runs(point.key)
             if point_status(runs) == "FINISHED":  # same configuration and seed ran before: reuse it
                 state.run_ids[point.seed] = next(r.run_id for r in runs if r.status == "FINISHED")
                 state.pending -= 1
                 continue
-            jobs.append(_job(state, point, runs[0].run_id if runs and store.has_checkpoint(runs[0].run_id) else None))
+            jobs.append(_job(state, point, store.resumable(runs)))
         if state.pending == 0:
             _finish(state)
 
@@ -199,7 +187,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
             return
         aucs = []
         for point in state.points:
-            run_id = state.run_ids.get(point.seed) or _finished_run(store, point)
+            run_id = state.run_ids.get(point.seed) or store.finished_run(point.key)
             history = store.metric_history(run_id, search.metric) if run_id else []
             if not history:
                 state.trial.set_user_attr("error", f"no {search.metric} in run {run_id}")
@@ -243,11 +231,6 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     elif result.failed:
         print(f"  logs and trial configs kept in {workdir}", file=stream)
     return result
-
-
-def _finished_run(store: Store, point: Point) -> str | None:
-    runs = store.runs(point.key).get(point.key, [])
-    return next((r.run_id for r in runs if r.status == "FINISHED"), None)
 
 
 def _record_best(study: Any, store: Store, result: SearchResult, direction: str, stream: TextIO) -> None:

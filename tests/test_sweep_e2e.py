@@ -42,7 +42,7 @@ def client_runs(uri: str, experiment: str) -> list:
 def test_two_workers_share_a_real_sweep(tmp_path):
     import optuna
 
-    from sweeps.runner import open_storage
+    from sweeps.claims import open_storage
 
     spec = tmp_path / "two.yaml"
     spec.write_text(f"name: two\nbase:\n{TINY}grid: {{noise.robust: [none, median]}}\nseeds: 2\n")

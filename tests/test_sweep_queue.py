@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from core.config import RunConfig
+from sweeps.claims import ClaimQueue, Owner, claim_alive
 from sweeps.expand import Point
-from sweeps.runner import ClaimQueue, Owner, claim_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "sweep/test/quick"
@@ -25,7 +25,7 @@ def points(n: int) -> list[Point]:
 WORKER = f"""
 import json, sys, time
 from pathlib import Path
-from sweeps.runner import ClaimQueue
+from sweeps.claims import ClaimQueue
 storage, go, wanted = sys.argv[1], Path(sys.argv[2]), {{tuple(k) for k in json.loads(sys.argv[3])}}
 queue = ClaimQueue(storage, "{STUDY}")
 while not go.exists():  # start both workers' claiming at the same moment
@@ -83,7 +83,7 @@ def test_a_claim_of_a_dead_worker_is_reaped_and_offered_again(tmp_path):
     pts = points(2)
     ClaimQueue(storage, STUDY).sync(pts, finished=set())
     # a worker claims one point and dies without closing the claim (as after SIGKILL)
-    code = ("import sys; from sweeps.runner import ClaimQueue; q = ClaimQueue(sys.argv[1], sys.argv[2]); "
+    code = ("import sys; from sweeps.claims import ClaimQueue; q = ClaimQueue(sys.argv[1], sys.argv[2]); "
             f"c = q.claim({{('{pts[0].config_hash}', 0)}}); print(c.key[1])")
     out = subprocess.run([sys.executable, "-c", code, storage, STUDY], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)

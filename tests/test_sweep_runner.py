@@ -1,4 +1,4 @@
-"""The sweep runner against a stand-in `dqt train` (tests/test_sweep_fake_train.py).
+"""The sweep runner against a stand-in `dqt train` (tests/fake_train.py).
 
 Covers the MLflow contract (parent and child runs), skipping FINISHED points, re-running
 failed ones, resuming a run with a checkpoint, and Ctrl-C / SIGTERM leaving no process behind.
@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import fake_train as fake
 import pytest
-import test_sweep_fake_train as fake
 
 from core.tracking import ensure_store
 from sweeps.expand import expand
@@ -131,7 +131,7 @@ SWEEP = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
-import test_sweep_fake_train as fake
+import fake_train as fake
 from sweeps.expand import expand
 from sweeps.runner import SweepOptions, run_sweep
 from sweeps.spec import load_spec
@@ -150,6 +150,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.slow  # a sweep subprocess with two stand-in trainers, stopped by a signal: ~15 s each
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
     spec_path = make_spec(tmp_path, [99], seeds=2)  # two points that run until stopped

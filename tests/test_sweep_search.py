@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import fake_train as fake
 import optuna
 import pytest
-import test_sweep_fake_train as fake
 
 from core.config import RunConfig
 from core.tracking import ensure_store
-from sweeps.runner import SweepOptions, open_storage
+from sweeps.claims import open_storage
+from sweeps.runner import SweepOptions
 from sweeps.search import run_search, success_auc, suggest
 from sweeps.spec import load_spec
 

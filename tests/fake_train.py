@@ -1,4 +1,4 @@
-"""A stand-in for `dqt train` that the sweep tests run instead of the trainer (no tests here).
+"""A stand-in for `dqt train` that the sweep tests run instead of the trainer (a helper, not a test module).
 
 It keeps the trainer's side of the contract (docs/CONTRACTS.md): the same flags, one MLflow
 run through `core.tracking.RunTracker` tagged ``config_hash`` / ``seed`` plus the ``--tag``s,

@@ -1,0 +1,156 @@
+"""Analysis end to end: a real tiny sweep on toy-reach, then `dqt figures` on its store.
+
+The runs are logged by the real `dqt sweep` -> `dqt train` path (agents, learner, evaluator)
+into a temporary SQLite store; `dqt figures` must then write every figure that applies to a
+noise grid (success, noise; PNG and PDF), summary.csv and report.md, log them to the sweep's
+parent run, and its AUC per configuration must equal the one computed here, independently,
+from the raw MLflow metric histories.
+
+Slow (8 real training runs, 2 at a time, about 2 minutes on 2 cores):
+`pytest -m slow tests/test_analysis_e2e.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_dqt
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "e2e-noise"
+TRAIN_STEPS = 600
+EVAL_EVERY = 300
+SEEDS = 2
+STDS = (0, 1)
+ROBUSTS = ("none", "median")
+
+# The TINY_TOY trainer budget of conftest.py as a sweep spec; the grid varies noise.std (so
+# the noise figure applies) and the robust estimator, at noise mean 0.
+SPEC = f"""\
+name: {EXPERIMENT}
+description: tiny noise grid on toy-reach for the analysis end-to-end test
+base:
+  trainer: {{task: toy-reach, train_steps: {TRAIN_STEPS}}}
+  eval: {{every: {EVAL_EVERY}, episodes: 2}}
+  model: {{embed_dim: 32, num_heads: 2, num_layers: 1, num_bins: 11}}
+  learner: {{batch_size: 32, warmup_steps: 100, updates_per_step: 0.25}}
+grid:
+  noise.mean: [0]
+  noise.std: [{", ".join(map(str, STDS))}]
+  noise.robust: [{", ".join(ROBUSTS)}]
+seeds: {SEEDS}
+"""
+
+# success: every experiment; noise: noise.std varies (analysis/figures.py `applicable`).
+EXPECTED_FIGURES = ("success", "noise")
+
+
+def trapezoid_auc(xs: list[float], ys: list[float]) -> float:
+    """Area under the piecewise-linear curve through (xs, ys) divided by the x range."""
+    if xs[-1] == xs[0]:
+        return sum(ys) / len(ys)
+    area = sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False))
+    return area / (xs[-1] - xs[0])
+
+
+def interpolate(xs: list[float], ys: list[float], x: float) -> float:
+    """The piecewise-linear curve through (xs, ys) at x, for x inside [xs[0], xs[-1]]."""
+    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    assert x == xs[0] == xs[-1], f"{x} outside [{xs[0]}, {xs[-1]}]"
+    return ys[0]
+
+
+def expected_aucs(client, runs) -> dict[str, float]:
+    """config_hash -> mean over seeds of the success AUC, from the raw metric histories.
+
+    Like analysis/auc.py: every curve is re-gridded onto the union of all eval steps inside
+    the range all runs cover (latest first step .. earliest last step), then integrated.
+    Points logged twice at one step are averaged.
+    """
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for run in runs:
+        by_step: dict[int, list[float]] = defaultdict(list)
+        for m in client.get_metric_history(run.info.run_id, "eval/success_rate"):
+            by_step[m.step].append(m.value)
+        steps = sorted(by_step)
+        assert len(steps) >= 2, f"run {run.info.run_id} logged eval/success_rate at {steps} only"
+        curves[run.info.run_id] = ([float(s) for s in steps], [sum(by_step[s]) / len(by_step[s]) for s in steps])
+    lo = max(xs[0] for xs, _ in curves.values())
+    hi = min(xs[-1] for xs, _ in curves.values())
+    assert lo < hi, f"the runs share no step range: [{lo}, {hi}]"
+    grid = sorted({lo, hi} | {x for xs, _ in curves.values() for x in xs if lo <= x <= hi})
+    per_config: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        xs, ys = curves[run.info.run_id]
+        per_config[run.data.tags["config_hash"]].append(trapezoid_auc(grid, [interpolate(xs, ys, g) for g in grid]))
+    return {h: sum(v) / len(v) for h, v in per_config.items()}
+
+
+def test_figures_and_report_of_a_real_sweep_match_an_independent_auc(tmp_path: Path, store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    spec = tmp_path / "e2e.yaml"
+    spec.write_text(SPEC)
+    sweep = run_dqt("sweep", str(spec), "--jobs", "2", "--tracking-uri", store, timeout=600)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("dqt.role") == "parent"]
+    points = [r for r in runs if r.data.tags.get("dqt.role") == "point"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(points) == len(STDS) * len(ROBUSTS) * SEEDS
+    assert all(r.info.status == "FINISHED" for r in points)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in points)
+    hashes = {r.data.tags["config_hash"] for r in points}
+    assert len(hashes) == len(STDS) * len(ROBUSTS)
+
+    out = tmp_path / "reports"
+    fig = run_dqt("figures", EXPERIMENT, "--tracking-uri", store, "--out", str(out), timeout=300)
+    assert fig.returncode == 0, fig.stdout[-3000:] + fig.stderr[-3000:]
+    folder = out / EXPERIMENT
+    expected_files = [f"{name}.{ext}" for name in EXPECTED_FIGURES for ext in ("png", "pdf")]
+    expected_files += ["summary.csv", "report.md"]
+    for name in expected_files:
+        path = folder / name
+        assert path.is_file() and path.stat().st_size > 0, f"{path} missing or empty"
+    assert (folder / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (folder / "noise.pdf").read_bytes()[:5] == b"%PDF-"
+
+    # summary.csv: one row per configuration, both seeds counted, AUC as computed here.
+    summary = pd.read_csv(folder / "summary.csv", dtype={"config_hash": str})
+    assert set(summary["config_hash"]) == hashes
+    assert (summary["seeds"] == SEEDS).all()
+    assert {(float(s), r) for s, r in zip(summary["noise.std"], summary["noise.robust"], strict=True)} == {
+        (float(s), r) for s in STDS for r in ROBUSTS}
+    want = expected_aucs(client, points)
+    for _, row in summary.iterrows():
+        got = row["auc_mean"]
+        assert 0.0 <= got <= 1.0
+        assert math.isclose(got, want[row["config_hash"]], rel_tol=1e-9, abs_tol=1e-12), (
+            f"{row['label']}: summary.csv AUC {got!r} != independent {want[row['config_hash']]!r}")
+        assert row["auc_ci_low"] - 1e-12 <= got <= row["auc_ci_high"] + 1e-12
+
+    # report.md: the same numbers (3 decimals) in the row of each configuration, figures linked.
+    report = (folder / "report.md").read_text()
+    table_rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    for _, row in summary.iterrows():
+        line = table_rows.get(row["label"])
+        assert line is not None, f"no report row for {row['label']!r}"
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert f"{want[row['config_hash']]:.3f}" in cells, (line, want[row["config_hash"]])
+    for name in EXPECTED_FIGURES:
+        assert f"({name}.png)" in report and f"({name}.pdf)" in report
+
+    # The same files are artifacts of the sweep's parent run, under report/.
+    logged = {Path(a.path).name for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert set(expected_files) <= logged, logged
