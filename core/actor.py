@@ -22,7 +22,7 @@ from core.decode import GreedyDecoder
 from core.envs import make_env
 from core.model import QTransformer
 from core.noise import RewardNoise
-from core.procutil import become_child_of_run, parent_alive
+from core.procutil import become_child_of_run, exit_now, parent_alive
 from core.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
 from core.schedules import epsilon
 from core.transport import EpisodeSlots, SlotLayout, WeightBoard
@@ -113,3 +113,4 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
         slots.close()
         for env in envs:
             env.close()
+    exit_now(0)

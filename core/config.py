@@ -68,7 +68,7 @@ class LearnerConfig:
     replay_capacity: int = doc(1_000_000, "Transitions kept in the replay buffer.")
     updates_per_step: float = doc(1.0, "Update-to-data ratio: learner updates per env step across agents.")
     warmup_steps: int = doc(2000, "Env steps (all agents) of uniform random actions before learning.")
-    debug_nan_at_update: int = doc(0, "Test hook: poison the batch of this update (0 = never) to check NaN handling.")
+    debug_nan_at_update: int = doc(0, "Test hook: poison the batch once this many updates are done (0 = never).")
 
 
 @dataclass
@@ -301,6 +301,11 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if typ in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string; researchers write it anyway
+            value = float(value) if typ is float else int(float(value))
+        except ValueError:
+            pass
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
             raise ConfigError(f"{key} expects an integer, got {value!r}")

@@ -17,7 +17,7 @@ from core.config import RunConfig
 from core.decode import GreedyDecoder
 from core.envs import make_env, run_eval_episodes
 from core.model import QTransformer
-from core.procutil import become_child_of_run, parent_alive
+from core.procutil import become_child_of_run, exit_now, parent_alive
 
 EVAL_SEED_OFFSET = 999
 
@@ -42,7 +42,7 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
                 return
             continue
         if req is None:
-            return
+            exit_now(0)
         step, flat = req
         load_flat(model, flat)
         decoder.refresh()

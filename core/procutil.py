@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 
 
 def become_child_of_run(parent_pid: int) -> None:
@@ -26,3 +27,11 @@ def become_child_of_run(parent_pid: int) -> None:
 
 def parent_alive(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
+
+
+def exit_now(code: int = 0) -> None:
+    """End a child process without interpreter teardown (seconds with torch and MuJoCo loaded);
+    the learner owns every shared resource, so there is nothing left to clean up."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -14,6 +14,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -216,6 +217,7 @@ class _Run:
         self.window = _Window(self.env_steps)
         self.agent_log = _AgentLog()
         self.started = time.monotonic()
+        self.wall_before = float(checkpoint.get("wall_s", 0.0)) if checkpoint else 0.0  # resumed runs go on counting
 
     # ---- processes ----------------------------------------------------------------------
     def start_processes(self) -> None:
@@ -372,7 +374,7 @@ class _Run:
         poison = self.cfg.learner.debug_nan_at_update
         for _ in range(n):
             batch = self.replay.sample(self.batch_size, self.rng).to(self.device)
-            if poison and self.learner.updates + 1 == poison:
+            if poison and self.learner.updates == poison:
                 batch.ret[0] = float("nan")  # test hook: a corrupted reward must fail the run
             try:
                 metrics = self.learner.update(batch)
@@ -407,17 +409,23 @@ class _Run:
 
     # ---- logging and ending -------------------------------------------------------------
     def log_window(self, final: bool = False) -> None:
+        if self.env_steps == self.window.steps_last and (not final or self.window.logged):
+            return  # nothing arrived since the last point: one point per step keeps histories clean
         now = time.monotonic()
         metrics = self.window.flush(now, self.env_steps, self.learner.updates, final)
-        metrics["time/wall_s"] = now - self.started
+        metrics["time/wall_s"] = self.wall_s()
         self.tracker.log_metrics(metrics, step=self.env_steps)
         self.progress.update(self.env_steps, metrics["perf/env_steps_per_s"], metrics["perf/updates_per_s"],
                              self.last_success, force=final)
 
+    def wall_s(self) -> float:
+        return self.wall_before + time.monotonic() - self.started
+
     def save_checkpoint(self) -> None:
         """Write the checkpoint and log it as the run's `checkpoint/` artifact (replaced each time)."""
         path = save_checkpoint(self.ckpt_dir / CHECKPOINT_FILE, self.learner.state_dict(), self.env_steps,
-                               {"episodes": self.episodes, "resumes": self.resumes, "config": self.cfg.to_flat()})
+                               {"episodes": self.episodes, "resumes": self.resumes, "wall_s": self.wall_s(),
+                                "config": self.cfg.to_flat()})
         self.tracker.log_artifact(str(path), "checkpoint")
 
     def finish(self) -> None:
@@ -436,6 +444,7 @@ class _Run:
             except Exception:  # noqa: BLE001 - the run's status matters more than this artifact
                 pass
         self.tracker.end(status, reason=reason)
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # the checkpoint lives on as the run's artifact
         return TrainResult(self.tracker.run_id, status, self.last_success, reason)
 
 
@@ -463,6 +472,7 @@ class _Window:
     def __init__(self, steps: int = 0):
         self.t_last = time.monotonic()
         self.steps_last = steps
+        self.logged = False  # whether a point was logged at steps_last
         self.updates_last = 0
         self.sums: dict[str, float] = {}
         self.count = 0
@@ -491,6 +501,6 @@ class _Window:
         if self.count:
             self.latest = {k: v / self.count for k, v in self.sums.items()}
         out.update(self.latest if (self.count or final) else {})
-        self.t_last, self.steps_last, self.updates_last = now, steps, updates
+        self.t_last, self.steps_last, self.updates_last, self.logged = now, steps, updates, True
         self.sums, self.count, self.lags = {}, 0, []
         return out

@@ -1,5 +1,3 @@
-import sys
+from dqt.cli import entry
 
-from dqt.cli import main
-
-sys.exit(main())
+entry()

@@ -9,6 +9,7 @@ import fake_train as fake
 import optuna
 import pytest
 
+from analysis.auc import normalized_auc
 from core.config import RunConfig
 from core.tracking import ensure_store
 from sweeps.claims import open_storage
@@ -23,6 +24,8 @@ def test_success_auc_is_the_normalised_trapezoid():
     assert success_auc([(10, 1.0), (20, 1.0), (30, 1.0)]) == pytest.approx(1.0)
     assert success_auc([(5, 0.4)]) == pytest.approx(0.4)
     assert success_auc([]) == 0.0
+    history = [(0, 0.0), (40, 0.5), (100, 0.25)]
+    assert success_auc(history) == normalized_auc([s for s, _ in history], [v for _, v in history])  # the figures' AUC
 
 
 def test_suggest_follows_the_config_field_types(tmp_path):

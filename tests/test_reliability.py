@@ -1,0 +1,212 @@
+"""Faults lose nothing: real SIGKILLs, real Ctrl-C, real NaNs, real concurrent writers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY_TOY, dqt_command, run_dqt
+from mlflow.tracking import MlflowClient
+from test_trainer import alive, children_of
+
+pytestmark = pytest.mark.slow
+
+LONG = ["--train-steps", "4000", "--set", "trainer.checkpoint_every=500"]
+
+
+def start_train(store: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(dqt_command("train", *TINY_TOY, *extra, "--tracking-uri", store, "--quiet"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(pred, proc: subprocess.Popen, timeout: float = 120.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"dqt train exited ({proc.returncode}) before {what}: {err[-2000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def the_run(client: MlflowClient):
+    exp = client.get_experiment_by_name("dqt")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return runs[0] if runs else None
+
+
+def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def stepping_agent_pid(client: MlflowClient, agent: int = 0, not_pid: int | None = None):
+    """The agent's pid once the run has logged an episode (so the agent is mid-run)."""
+    run = the_run(client)
+    if not run or not client.get_metric_history(run.info.run_id, "train/episode_return"):
+        return None
+    pid = client.get_run(run.info.run_id).data.tags.get(f"pid.agent{agent}")
+    return int(pid) if pid and int(pid) != not_pid and alive(int(pid)) else None
+
+
+def test_sigkill_one_agent_run_still_finishes_with_restart_recorded(store):
+    proc = start_train(store, *LONG, "--num-agents", "2")
+    client = MlflowClient(store)
+    victim = wait_for(lambda: stepping_agent_pid(client), proc, what="agent 0 stepping")
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    run = client.get_run(the_run(client).info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["agent_restarts"] == "1"
+    assert int(run.data.tags["pid.agent0"]) != victim
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "perf/agent_restarts")] == [1.0]
+    # The steps the dead agent took but never delivered went back to its quota: exact budget.
+    assert steps_of(client, run.info.run_id, "train/episode_return")[-1] == 4000
+
+
+def test_agent_killed_past_the_restart_limit_fails_cleanly(store):
+    proc = start_train(store, *LONG, "--train-steps", "10000000", "--num-agents", "2",
+                       "--set", "trainer.max_agent_restarts=1")
+    client = MlflowClient(store)
+    first = wait_for(lambda: stepping_agent_pid(client), proc, what="agent 0 stepping")
+    kids = children_of(proc.pid)
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: stepping_agent_pid(client, not_pid=first), proc, what="agent 0 restarted")
+    kids |= children_of(proc.pid)
+    os.kill(second, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err[-2000:]
+    run = client.get_run(the_run(client).info.run_id)
+    assert run.info.status == "FAILED"
+    assert "restart limit (1)" in run.data.tags["dqt.failure_reason"]
+    time.sleep(0.5)
+    assert not [k for k in kids if alive(k)], "processes of the failed run survived"
+
+
+def test_sigint_then_resume_gives_one_duplicate_free_history(store):
+    proc = start_train(store, *LONG, "--train-steps", "20000", "--num-agents", "2", "--mode", "sync")
+    client = MlflowClient(store)
+    wait_for(lambda: stepping_agent_pid(client) and stepping_agent_pid(client, agent=1), proc, what="agents stepping")
+    time.sleep(2.0)
+    kids = children_of(proc.pid)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5.0 and proc.returncode == 130
+    time.sleep(0.3)
+    assert not [k for k in kids if alive(k)], "processes of the run survived Ctrl-C"
+    run_id = the_run(client).info.run_id
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
+    before = steps_of(client, run_id, "train/episode_return")
+    assert 0 < before[-1] < 20000
+
+    out = run_dqt("train", "--resume", run_id, "--tracking-uri", store, "--quiet", timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # the same run continued
+    for key in ("train/episode_return", "eval/success_rate", "time/wall_s", "loss/td"):
+        steps = steps_of(client, run_id, key)
+        assert steps == sorted(set(steps)), f"{key}: duplicated or unordered steps after resume"
+    after = steps_of(client, run_id, "train/episode_return")
+    assert after[: len(before)] == before and after[-1] == 20000
+    assert steps_of(client, run_id, "eval/success_rate")[-1] == 20000
+
+
+def test_learner_sigkill_takes_every_agent_down_and_leaves_a_checkpoint(store):
+    proc = start_train(store, *LONG, "--train-steps", "10000000", "--num-agents", "2")
+    client = MlflowClient(store)
+    run_id = wait_for(lambda: (r := the_run(client)) and client.list_artifacts(r.info.run_id, "checkpoint")
+                      and r.info.run_id, proc, what="a periodic checkpoint")
+    kids = children_of(proc.pid)
+    assert len(kids) >= 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 5.0
+    while [k for k in kids if alive(k)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [k for k in kids if alive(k)], "agents outlived their learner"
+    local = client.download_artifacts(run_id, "checkpoint/checkpoint.pt")
+    assert Path(local).stat().st_size > 0
+
+
+def test_nan_loss_fails_the_run_with_its_reason(store):
+    out = run_dqt("train", *TINY_TOY, "--set", "learner.debug_nan_at_update=5", "--tracking-uri", store, "--quiet")
+    assert out.returncode == 1
+    run = the_run(MlflowClient(store))
+    assert run.info.status == "FAILED"
+    reason = run.data.tags["dqt.failure_reason"]
+    assert "non-finite loss at update 5" in reason and "env step" in reason, reason
+
+
+def test_four_parallel_runs_into_one_sqlite_store_lose_no_point(store):
+    procs = [start_train(store, "--train-steps", "1500", "--seed", str(s), "--mode", "async") for s in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-2000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("dqt").experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        agents = json.loads(Path(client.download_artifacts(run.info.run_id, "agents.json")).read_text())
+        episodes = sum(a["episodes"] for a in agents.values())
+        for key in ("train/episode_return", "train/success"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == episodes, key
+        assert steps_of(client, run.info.run_id, "eval/success_rate")[-1] == 1500
+
+
+def store_digest(uri: str) -> str:
+    path = Path(uri.removeprefix("sqlite:///"))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+BAD_INPUTS = [
+    (["train", "--bogus"], "unrecognized arguments"),
+    (["train", "--set", "noise.sdt=1"], "unknown config key 'noise.sdt'"),
+    (["train", "--set", "noise.std=-1"], "noise.std must be >= 0"),
+    (["train", "--num-agents", "two"], "trainer.num_agents expects an integer"),
+    (["train", "--task", "door-unlok"], "unknown task 'door-unlok'"),
+    (["train", "--lr-schedule", "cosine"], "learner.lr_schedule must be one of"),
+    (["train", "--robust", "mode"], "noise.robust must be one of"),
+    (["train", "--set", "learner.lr"], "--set 'learner.lr' must look like"),
+    (["train", "--tag", "novalue"], "--tag 'novalue' must look like key=value"),
+    (["train", "--config", "/nonexistent/x.yaml"], "cannot read config file"),
+    (["train", "--resume", "0123456789abcdef"], "--resume 0123456789abcdef"),
+    (["sweep", "/nonexistent/spec.yaml"], "spec.yaml"),
+    (["figures", "no-such-experiment"], "no-such-experiment"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_the_store_is_untouched(store, args, message):
+    before = store_digest(store)
+    out = run_dqt(*args, "--tracking-uri", store, timeout=120)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dqt: error:"), out.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in out.stderr
+    assert store_digest(store) == before
+
+
+def test_bad_config_file_and_bad_tracking_uri(store, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner:\n  lr: 1e-3\n  batch: 64\n")
+    before = store_digest(store)
+    out = run_dqt("train", "--config", str(bad), "--tracking-uri", store)
+    assert out.returncode == 2 and "bad.yaml: unknown config key 'learner.batch'" in out.stderr
+    assert store_digest(store) == before
+    for uri in ("sqlite:/x.db", "sqlit:///x.db", "http//host"):
+        out = run_dqt("train", "--tracking-uri", uri)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert f"tracking URI '{uri}'" in out.stderr
