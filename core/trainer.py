@@ -147,15 +147,23 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
     tracker.log_params(cfg.to_flat())
     if checkpoint is None:
         tracker.log_text(cfg.to_yaml(), "config.yaml")
-    run = _Run(cfg, spec, device, tracker, progress, checkpoint)
+    run: _Run | None = None
     try:
         with _signals_end_run():
+            run = _Run(cfg, spec, device, tracker, progress, checkpoint)
             run.execute()
     except KeyboardInterrupt:
-        return run.end("KILLED", "interrupted (SIGINT/SIGTERM)")
+        return _end(run, tracker, "KILLED", "interrupted (SIGINT/SIGTERM)")
     except Exception as exc:  # noqa: BLE001 - any failure ends the run FAILED with its reason
-        return run.end("FAILED", f"{type(exc).__name__}: {exc}")
-    return run.end("FINISHED")
+        return _end(run, tracker, "FAILED", f"{type(exc).__name__}: {exc}")
+    return _end(run, tracker, "FINISHED")
+
+
+def _end(run: _Run | None, tracker: RunTracker, status: str, reason: str | None = None) -> TrainResult:
+    if run is None:  # failed while setting up: nothing to stop, but the run must not stay RUNNING
+        tracker.end(status, reason=reason)
+        return TrainResult(tracker.run_id, status, None, reason)
+    return run.end(status, reason)
 
 
 @dataclass
@@ -409,8 +417,11 @@ class _Run:
 
     # ---- logging and ending -------------------------------------------------------------
     def log_window(self, final: bool = False) -> None:
-        if self.env_steps == self.window.steps_last and (not final or self.window.logged):
-            return  # nothing arrived since the last point: one point per step keeps histories clean
+        # One point per step keeps histories clean: a tick logs only when new steps arrived, and
+        # the budget's last step is left to the final point, which comes after every update.
+        if not final and (self.env_steps == self.window.steps_last
+                          or self.env_steps >= self.cfg.trainer.train_steps):
+            return
         now = time.monotonic()
         metrics = self.window.flush(now, self.env_steps, self.learner.updates, final)
         metrics["time/wall_s"] = self.wall_s()
@@ -429,6 +440,12 @@ class _Run:
         self.tracker.log_artifact(str(path), "checkpoint")
 
     def finish(self) -> None:
+        # Async agents never wait, so the learner may trail them; it still makes every update the
+        # update-to-data ratio promised, so sync and async runs get the same amount of learning.
+        owed = self.updates_owed()
+        while owed:
+            self.train_updates(min(owed, 64))
+            owed = self.updates_owed()
         self.maybe_request_eval(force=True)  # the curve always ends at the budget
         self.collect_evals(block=True)
         self.log_window(final=True)
@@ -472,7 +489,6 @@ class _Window:
     def __init__(self, steps: int = 0):
         self.t_last = time.monotonic()
         self.steps_last = steps
-        self.logged = False  # whether a point was logged at steps_last
         self.updates_last = 0
         self.sums: dict[str, float] = {}
         self.count = 0
@@ -501,6 +517,6 @@ class _Window:
         if self.count:
             self.latest = {k: v / self.count for k, v in self.sums.items()}
         out.update(self.latest if (self.count or final) else {})
-        self.t_last, self.steps_last, self.updates_last, self.logged = now, steps, updates, True
+        self.t_last, self.steps_last, self.updates_last = now, steps, updates
         self.sums, self.count, self.lags = {}, 0, []
         return out

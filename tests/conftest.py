@@ -21,21 +21,22 @@ TINY_TOY = [
 ]
 
 
-@pytest.fixture(scope="session")
-def _store_template(tmp_path_factory) -> Path:
-    """An empty, fully migrated MLflow SQLite store (creating the schema takes seconds)."""
+def empty_store(tmp_path_factory, root: Path) -> str:
+    """URI of a fresh SQLite store in `root`, copied from one initialised per test session:
+    MLflow's schema migrations take seconds, copying the file takes none."""
     from mlflow.tracking import MlflowClient
 
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
+    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not template.exists():
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    shutil.copy(template, root / "mlflow.db")
+    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 @pytest.fixture
-def store(tmp_path, _store_template) -> str:
+def store(tmp_path_factory, tmp_path) -> str:
     """Tracking URI of a fresh, empty SQLite store in this test's tmp dir."""
-    shutil.copy(_store_template, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return empty_store(tmp_path_factory, tmp_path)
 
 
 def dqt_command(*args: str) -> list[str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import empty_store
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -27,16 +27,6 @@ from analysis.load import (
     wall_time_curves,
 )
 from core.config import ConfigError
-
-
-def empty_store(tmp_path_factory, root: Path) -> str:
-    """URI of a fresh SQLite store in `root`, copied from one initialised per test session:
-    MLflow's schema migrations take seconds, copying the file takes none."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not template.exists():
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copy(template, root / "mlflow.db")
-    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ import contextlib
 import hashlib
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import empty_store
 from matplotlib.container import BarContainer
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -54,16 +54,6 @@ def config_hash(params: dict) -> str:
 def success_curve(skill: float, seed: int, steps: np.ndarray) -> np.ndarray:
     """A deterministic learning curve: faster for higher skill, a little different per seed."""
     return np.clip((skill + 0.05 * seed) * steps / TOTAL * 1.5, 0.0, 1.0)
-
-
-def empty_store(tmp_path_factory, root: Path) -> str:
-    """URI of a fresh SQLite store in `root`, copied from one initialised per test session:
-    MLflow's schema migrations take seconds, copying the file takes none."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not template.exists():
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copy(template, root / "mlflow.db")
-    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 class Store:
