@@ -321,7 +321,10 @@ class _Run:
         if self.eval_proc is not None and not self.eval_proc.is_alive():
             raise RuntimeError(f"the evaluation process died (exit code {self.eval_proc.exitcode})")
         for a, agent in list(self.agents.items()):
-            if a not in self.done_agents and not agent.proc.is_alive():
+            if a in self.done_agents or agent.proc.is_alive():
+                continue
+            self.drain(agent)  # a finished agent exits at once: its "done" may still be in the pipe
+            if a not in self.done_agents:
                 self.restart_agent(a)
 
     # ---- main loop ----------------------------------------------------------------------

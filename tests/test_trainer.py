@@ -50,6 +50,7 @@ def test_train_end_to_end(store, mode):
     for tag in ("config_hash", "seed", "git_commit", "device"):
         assert run.data.tags.get(tag), tag
     assert run.data.tags["device"] == "cpu"
+    assert "agent_restarts" not in run.data.tags  # agents that finish are not mistaken for dead ones
     for key in METRICS:
         history = client.get_metric_history(run.info.run_id, key)
         assert history, f"metric {key} missing"
