@@ -374,15 +374,15 @@ def test_serve_ui_lists_a_logged_run(store: str) -> None:
     tracker.log_text("hello", "config.yaml")
     tracker.end()
     port = _free_port()
-    code = f"import sys; from core.tracking import serve_ui; sys.exit(serve_ui({store!r}, port={port}))"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the user's command: `dqt ui` on the same store
+    proc = subprocess.Popen([sys.executable, "-m", "dqt.cli", "ui", "--tracking-uri", store, "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
-            assert proc.poll() is None, "serve_ui exited early"
+            assert proc.poll() is None, "dqt ui exited early"
             assert time.monotonic() - start < 60, "MLflow UI not up after 60 s"
             try:
                 urllib.request.urlopen(f"{base}/health", timeout=2).read()
