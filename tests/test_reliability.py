@@ -58,7 +58,8 @@ def stepping_agent_pid(client: MlflowClient, agent: int = 0, not_pid: int | None
 
 
 def test_sigkill_one_agent_run_still_finishes_with_restart_recorded(store):
-    proc = start_train(store, *LONG, "--num-agents", "2")
+    # A budget the agents cannot finish before the kill lands (metrics show up seconds late).
+    proc = start_train(store, *LONG, "--train-steps", "30000", "--num-agents", "2")
     client = MlflowClient(store)
     victim = wait_for(lambda: stepping_agent_pid(client), proc, what="agent 0 stepping")
     os.kill(victim, signal.SIGKILL)
@@ -70,7 +71,7 @@ def test_sigkill_one_agent_run_still_finishes_with_restart_recorded(store):
     assert int(run.data.tags["pid.agent0"]) != victim
     assert [m.value for m in client.get_metric_history(run.info.run_id, "perf/agent_restarts")] == [1.0]
     # The steps the dead agent took but never delivered went back to its quota: exact budget.
-    assert steps_of(client, run.info.run_id, "train/episode_return")[-1] == 4000
+    assert steps_of(client, run.info.run_id, "train/episode_return")[-1] == 30000
 
 
 def test_agent_killed_past_the_restart_limit_fails_cleanly(store):
@@ -93,7 +94,7 @@ def test_agent_killed_past_the_restart_limit_fails_cleanly(store):
 
 
 def test_sigint_then_resume_gives_one_duplicate_free_history(store):
-    proc = start_train(store, *LONG, "--train-steps", "20000", "--num-agents", "2", "--mode", "sync")
+    proc = start_train(store, *LONG, "--train-steps", "30000", "--num-agents", "2", "--mode", "sync")
     client = MlflowClient(store)
     wait_for(lambda: stepping_agent_pid(client) and stepping_agent_pid(client, agent=1), proc, what="agents stepping")
     time.sleep(2.0)
@@ -108,7 +109,7 @@ def test_sigint_then_resume_gives_one_duplicate_free_history(store):
     assert client.get_run(run_id).info.status == "KILLED"
     assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
     before = steps_of(client, run_id, "train/episode_return")
-    assert 0 < before[-1] < 20000
+    assert 0 < before[-1] < 30000
 
     out = run_dqt("train", "--resume", run_id, "--tracking-uri", store, "--quiet", timeout=400)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -119,8 +120,8 @@ def test_sigint_then_resume_gives_one_duplicate_free_history(store):
         steps = steps_of(client, run_id, key)
         assert steps == sorted(set(steps)), f"{key}: duplicated or unordered steps after resume"
     after = steps_of(client, run_id, "train/episode_return")
-    assert after[: len(before)] == before and after[-1] == 20000
-    assert steps_of(client, run_id, "eval/success_rate")[-1] == 20000
+    assert after[: len(before)] == before and after[-1] == 30000
+    assert steps_of(client, run_id, "eval/success_rate")[-1] == 30000
 
 
 def test_learner_sigkill_takes_every_agent_down_and_leaves_a_checkpoint(store):
