@@ -25,6 +25,13 @@ TRAIN_CMD: tuple[str, ...] = (sys.executable, "-m", "dqt.cli", "train")
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
+def exit_code(interrupted: bool, failed: bool) -> int:
+    """The sweep's exit status: 130 when stopped, 1 when any point failed, else 0."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 # ======================================================================================
 # Running points as `dqt train` processes
 # ======================================================================================

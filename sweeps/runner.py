@@ -28,7 +28,6 @@ from core.tracking import resolve_tracking_uri
 from sweeps.claims import Claim, ClaimQueue, default_storage, study_name
 from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
-    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     TRAIN_CMD,
@@ -36,6 +35,7 @@ from sweeps.launch import (
     Launcher,
     SweepProgress,
     duration,
+    exit_code,
     run_jobs,
 )
 from sweeps.spec import Spec
@@ -98,9 +98,7 @@ class SweepResult:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return exit_code(self.interrupted, bool(self.failed))
 
 
 def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None) -> SweepResult:

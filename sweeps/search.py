@@ -34,7 +34,7 @@ from sweeps.claims import (
     study_name,
 )
 from sweeps.expand import Point
-from sweeps.launch import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Job, Launcher, SweepProgress, run_jobs
+from sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
 from sweeps.runner import SweepOptions
 from sweeps.spec import SEED_KEY, SearchParam, Spec
 from sweeps.store import Store, point_status
@@ -87,9 +87,7 @@ class SearchResult:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return exit_code(self.interrupted, bool(self.failed))
 
 
 def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
