@@ -27,9 +27,14 @@ def agent_steps_per_s(num_agents: int, store: str, envs_per_agent: int) -> float
         "trainer.envs_per_agent": envs_per_agent,
         "trainer.train_steps": STEPS_PER_AGENT * num_agents, "learner.warmup_steps": 0,
         "exploration.eps_max": 0.05, "exploration.eps_min": 0.05, "eval.every": 10**9, "eval.episodes": 1,
+        # Agents outrun the CPU learner, so it is busy the whole time they step; a low ratio
+        # keeps the updates it makes up after they finish short.
+        "learner.updates_per_step": 0.02,
         "trainer.max_episode_steps": 500,
     })
     result = train(cfg, TrackingOptions(uri=store, experiment=f"bench-{num_agents}"), progress=False)
+    if result.status != "FINISHED":
+        raise RuntimeError(f"benchmark run {result.status}: {result.reason}")
     client = MlflowClient(store)
     agents = json.loads(Path(client.download_artifacts(result.run_id, "agents.json")).read_text())
     intervals = [iv for a in agents.values() for iv in a["intervals"]]

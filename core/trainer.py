@@ -338,9 +338,11 @@ class _Run:
             ready = mp_connection.wait(list(readers), timeout=0.0 if (owed and not sync) else 0.05)
             for conn in ready:
                 try:
-                    self.handle(conn.recv())
+                    msg = conn.recv()
                 except (EOFError, OSError):  # the agent died: restart it (or fail past the limit)
                     self.check_children()
+                    continue
+                self.handle(msg)
             if not ready and owed and not sync:
                 self.train_updates(min(owed, 4))
             self.maybe_request_eval()
@@ -368,7 +370,10 @@ class _Run:
                                  step=self.env_steps)
         if self.cfg.trainer.mode == "sync":  # the paper: train on the episode, publish, then let it go on
             self.train_updates(self.updates_owed())
-        self.agents[agent].writer.send((lane, slot))
+        try:
+            self.agents[agent].writer.send((lane, slot))
+        except OSError:  # the agent has exited (finished or died); a restarted one gets every slot anew
+            pass
         every = self.cfg.trainer.checkpoint_every
         if every and self.env_steps // every > self.ckpt_mark:
             self.ckpt_mark = self.env_steps // every

@@ -72,7 +72,8 @@ def test_a_sweep_killed_with_sigkill_resumes_from_the_checkpoint(tmp_path):
     from mlflow import MlflowClient
 
     spec = tmp_path / "one.yaml"
-    spec.write_text(f"name: one\nbase:\n{TINY.replace('train_steps: 300', 'train_steps: 600')}seeds: 1\n")
+    # A budget long enough that the kill lands mid-run, well after the first checkpoint (100 steps).
+    spec.write_text(f"name: one\nbase:\n{TINY.replace('train_steps: 300', 'train_steps: 4000')}seeds: 1\n")
     uri = ensure_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # created before this test reads it
     sweep = dqt("sweep", str(spec), "--tracking-uri", uri, start_new_session=True)
     deadline = time.monotonic() + 300

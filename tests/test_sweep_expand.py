@@ -46,7 +46,7 @@ def test_noise_paper_grid_is_the_papers():
 
 
 def test_quick_profiles_stay_small_and_on_metaworld():
-    # The quick profiles were timed at about 10 minutes each on a shared 2-core CPU machine
+    # The quick profiles were timed at about 8 minutes each on a shared 2-core CPU machine
     # (docs/SWEEPS.md) with 4 runs x 20k env steps; growing them past this breaks the
     # 15-minute promise of `make sweep-*` (DESIGN §2).
     for name in ("noise", "agents", "tasks", "search"):

@@ -168,3 +168,16 @@ def test_sigint_stops_every_process_and_marks_run_killed(store):
     time.sleep(0.5)
     assert not [k for k in kids if alive(k)], "processes of the run survived Ctrl-C"
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_agents_with_several_envs_finish_without_spurious_restarts(store):
+    # Regression: an agent that finished was once mistaken for a dead one (the learner's slot
+    # hand-back to its closed pipe failed) and "restarted" until the run FAILED.
+    out = run_dqt("train", *TINY_TOY, "--train-steps", "4000", "--num-agents", "2", "--mode", "async",
+                  "--set", "trainer.envs_per_agent=8", "--tracking-uri", store, "--quiet")
+    assert out.returncode == 0, out.stderr
+    client, run = only_run(store)
+    assert run.info.status == "FINISHED" and "agent_restarts" not in run.data.tags
+    agents = read_artifact_json(client, run.info.run_id, "agents.json")
+    assert sum(a["env_steps"] for a in agents.values()) == 4000
