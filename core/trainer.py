@@ -270,6 +270,8 @@ class _Run:
         delivered given back to their quota (so the run still ends at exactly its budget)."""
         agent = self.agents[a]
         self.drain(agent)
+        if a in self.done_agents:  # it had finished after all
+            return
         limit = self.cfg.trainer.max_agent_restarts
         code = agent.proc.exitcode
         if self.restarts >= limit:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -150,6 +151,7 @@ def entry() -> None:
     Everything a run owns is persisted before `main` returns; tearing down torch, MuJoCo and
     their thread pools only added seconds to every exit (and to every Ctrl-C).
     """
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `dqt sweep --dry-run | head` ends quietly
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
