@@ -10,7 +10,6 @@ import argparse
 import importlib
 import importlib.util
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -151,10 +150,12 @@ def entry() -> None:
     Everything a run owns is persisted before `main` returns; tearing down torch, MuJoCo and
     their thread pools only added seconds to every exit (and to every Ctrl-C).
     """
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `dqt sweep --dry-run | head` ends quietly
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `dqt sweep --dry-run | head` ends quietly (SIGPIPE stays ignored:
+        code = 0  # the learner must see EPIPE from an exited agent's pipe, not die of it)
     os._exit(code)
 
 
