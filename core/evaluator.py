@@ -18,6 +18,7 @@ from core.decode import GreedyDecoder
 from core.envs import make_env, run_eval_episodes
 from core.model import QTransformer
 from core.procutil import become_child_of_run, exit_now, parent_alive
+from core.transport import load_flat
 
 EVAL_SEED_OFFSET = 999
 
@@ -44,16 +45,7 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
         if req is None:
             exit_now(0)
         step, flat = req
-        load_flat(model, flat)
+        load_flat(model, torch.from_numpy(np.asarray(flat, dtype=np.float32)))
         decoder.refresh()
         out = run_eval_episodes(env, policy, cfg.eval.episodes)
         results.put((step, float(out["success_rate"]), float(out["return"])))
-
-
-def load_flat(model: torch.nn.Module, flat: np.ndarray) -> None:
-    vec = torch.from_numpy(np.asarray(flat, dtype=np.float32))
-    with torch.no_grad():
-        offset = 0
-        for p in model.parameters():
-            p.copy_(vec[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()

@@ -336,8 +336,8 @@ class _Run:
         last_log = time.monotonic()
         while len(self.done_agents) < self.n_agents:
             owed = self.updates_owed()
-            readers = {agent.reader: a for a, agent in self.agents.items() if a not in self.done_agents}
-            ready = mp_connection.wait(list(readers), timeout=0.0 if (owed and not sync) else 0.05)
+            readers = [agent.reader for a, agent in self.agents.items() if a not in self.done_agents]
+            ready = mp_connection.wait(readers, timeout=0.0 if (owed and not sync) else 0.05)
             for conn in ready:
                 try:
                     msg = conn.recv()

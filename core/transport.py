@@ -79,6 +79,15 @@ class EpisodeSlots:
         self._shm.clear()
 
 
+def load_flat(model: torch.nn.Module, flat: torch.Tensor) -> None:
+    """Copy a flat parameter vector into `model` (copy, never alias: the source is rewritten)."""
+    with torch.no_grad():
+        offset = 0
+        for p in model.parameters():
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
 class WeightBoard:
     """A versioned flat parameter vector in shared memory (learner writes, agents read).
 
@@ -113,10 +122,6 @@ class WeightBoard:
             if start % 2:
                 time.sleep(0.0005)
                 continue
-            with torch.no_grad():
-                offset = 0
-                for p in model.parameters():  # copy, never alias: the learner rewrites the vector
-                    p.copy_(self.vector[offset : offset + p.numel()].view_as(p))
-                    offset += p.numel()
+            load_flat(model, self.vector)
             if int(self.seq.value) == start:
                 return start // 2
