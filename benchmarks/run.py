@@ -18,6 +18,7 @@ TARGETS = {  # issue targets on the 2-core build machine
     "learner_updates_per_s": 10.0,
     "decode_actions_per_s": 1000.0,
     "decode_actions_per_s_b8": 4000.0,
+    "ratio_1agent_to_raw": 0.5,  # env_steps_per_s_1agent >= 0.5 x env_steps_per_s_raw
 }
 
 

@@ -116,11 +116,12 @@ def run_lanes(
         if not live:
             return
         bins = policy(obs[live])
+        actions = to_continuous(bins, num_bins)
         for row, i in enumerate(live):
             if not claim_step(i):
                 end(i, False, budget_hit=True)
                 continue
-            o, reward, terminated, truncated, info = envs[i].step(to_continuous(bins[row], num_bins))
+            o, reward, terminated, truncated, info = envs[i].step(actions[row])
             s, k = slot[i], t[i]
             arrays[i].bins[s, k] = bins[row]
             arrays[i].rewards[s, k] = reward

@@ -305,6 +305,7 @@ class _Run:
             except Exception:  # noqa: BLE001
                 pass
         procs = [a.proc for a in self.agents.values()] + ([self.eval_proc] if self.eval_proc else [])
+        procs = [p for p in procs if p.pid is not None]  # a child whose start() failed has nothing to stop
         deadline = time.monotonic() + 3.0
         for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -483,11 +484,12 @@ class _AgentLog:
 
     def record(self, agent: int, pid: int, steps: int, t0: float, t1: float) -> None:
         a = self.agents.setdefault(agent, {"pids": [], "env_steps": 0, "episodes": 0, "intervals": []})
+        # [start, end, env steps] per episode: enough to show overlap and to time any stretch of the run
         if pid not in a["pids"]:
             a["pids"].append(pid)
         a["env_steps"] += steps
         a["episodes"] += 1
-        a["intervals"].append((t0, t1))
+        a["intervals"].append((t0, t1, steps))
 
     def summary(self) -> dict[str, dict]:
         return {str(k): v for k, v in sorted(self.agents.items())}

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def test_agents_run_in_parallel_processes(store):
     assert sum(a["env_steps"] for a in agents.values()) == 3000
     # Truly at once: some episode of agent 0 overlaps in time with some episode of agent 1.
     a0, a1 = agents["0"]["intervals"], agents["1"]["intervals"]
-    overlap = sum(max(0.0, min(e0, e1) - max(s0, s1)) for s0, e0 in a0 for s1, e1 in a1)
+    overlap = sum(max(0.0, min(e0, e1) - max(s0, s1)) for s0, e0, _ in a0 for s1, e1, _ in a1)
+    assert sum(n for a in agents.values() for _, _, n in a["intervals"]) == 3000
     assert overlap > 0.0
 
 
@@ -181,3 +183,18 @@ def test_agents_with_several_envs_finish_without_spurious_restarts(store):
     assert run.info.status == "FINISHED" and "agent_restarts" not in run.data.tags
     agents = read_artifact_json(client, run.info.run_id, "agents.json")
     assert sum(a["env_steps"] for a in agents.values()) == 4000
+
+
+@pytest.mark.slow
+def test_a_child_that_cannot_start_fails_the_run_with_its_own_reason(store):
+    # Regression: when the evaluator's start() raised, shutdown tried to join the never-started
+    # process, an AssertionError replaced the real reason and the learner hung.
+    script = ("import sys, core.trainer as t; t.eval_main = lambda *a: None; "  # spawn cannot pickle a lambda
+              "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
+    out = subprocess.run([sys.executable, "-c", script, "train", *TINY_TOY, "--num-agents", "2",
+                          "--tracking-uri", store, "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    client, run = only_run(store)
+    assert run.info.status == "FAILED"
+    reason = run.data.tags["dqt.failure_reason"]
+    assert "pickle" in reason.lower() and "AssertionError" not in reason, reason
