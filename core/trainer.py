@@ -270,7 +270,7 @@ class _Run:
         delivered given back to their quota (so the run still ends at exactly its budget)."""
         agent = self.agents[a]
         self.drain(agent)
-        if a in self.done_agents:  # it had finished after all
+        if a in self.done_agents:  # a finished agent exits at once: its "done" was still in the pipe
             return
         limit = self.cfg.trainer.max_agent_restarts
         code = agent.proc.exitcode
@@ -324,10 +324,7 @@ class _Run:
         if self.eval_proc is not None and not self.eval_proc.is_alive():
             raise RuntimeError(f"the evaluation process died (exit code {self.eval_proc.exitcode})")
         for a, agent in list(self.agents.items()):
-            if a in self.done_agents or agent.proc.is_alive():
-                continue
-            self.drain(agent)  # a finished agent exits at once: its "done" may still be in the pipe
-            if a not in self.done_agents:
+            if a not in self.done_agents and not agent.proc.is_alive():
                 self.restart_agent(a)
 
     # ---- main loop ----------------------------------------------------------------------
