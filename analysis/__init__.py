@@ -4,7 +4,7 @@ One module per job:
 
 - `analysis.load`    -- the tidy table (one row per run, metric, step) read from MLflow, cached
                         per run; run selection and configuration labels.
-- `analysis.auc`     -- common step grids and the normalised area under the success curve.
+- `analysis.auc`     -- the normalised area under each run's success curve over [0, its budget].
 - `analysis.stats`   -- bootstrap confidence intervals and the interquartile mean.
 - `analysis.figures` -- the figures (DQT figures 2, 4, 5 and a generic success plot).
 - `analysis.report`  -- ``summary.csv`` and ``report.md`` for one experiment, logged to MLflow.

@@ -1,18 +1,27 @@
 """The paper's figures, drawn from an experiment's runs; every function returns its Figure.
 
-- `figure_agents` (DQT fig. 2): one column per LR schedule; training return and eval success
-  against env steps, one line per agent count (per configuration, in general).
-- `figure_agents_time`: the same success curves against wall-clock seconds, because more
-  agents buy steps per second, which a steps axis hides.
-- `figure_noise` (DQT fig. 4): rows "μ fixed, σ varies" and "σ fixed, μ varies"; columns noisy
-  (noise.robust = none) and robust (median, ...); eval success against env steps.
+Every figure with env steps on its x axis shows eval return (``eval/return``) in a row above
+eval success (``eval/success_rate``), as the paper's figure 2 plots reward above success: the
+return shows progress long before the first success.  Both come from the same greedy,
+noise-free eval episodes.
+
+- `figure_agents` (DQT fig. 2): one column per LR schedule; eval return (top) and eval
+  success (bottom) against env steps, one line per agent count (per configuration, in general).
+- `figure_agents_time`: the success curves against wall-clock seconds, because more agents
+  buy steps per second, which a steps axis hides.
+- `figure_noise` (DQT fig. 4): row pairs "μ fixed, σ varies" and "σ fixed, μ varies", each an
+  eval-return row above an eval-success row; columns noisy (noise.robust = none) and robust
+  (median, ...).  The noise-free runs (μ = 0 and σ = 0, any estimator) are no line of their
+  own but one black dashed reference line in every panel.
 - `figure_tasks` (DQT fig. 5): success AUC per task, noisy vs robust bars per noise setting,
   with CI error bars.
-- `figure_success`: eval success of every configuration on one axes; every experiment gets it.
+- `figure_success`: eval return (top) and eval success (bottom) of every configuration;
+  every experiment gets it.
 
 Lines are the mean (or IQM) over seeds of the runs' curves interpolated onto a common grid;
-bands and error bars are 95 % bootstrap CIs over seeds (`analysis.stats`).  A line's colour
-follows its legend label, so one agent count has one colour in every panel.
+bands and error bars are 95 % bootstrap CIs over seeds (`analysis.stats`).  A single seed has
+no CI, so its line has no band and its bar no error bar.  A line's colour follows its legend
+label, so one agent count has one colour in every panel.
 
 Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no global figure
 registry to leak from, and no GUI backend -- PNGs render with Agg, PDFs with the pdf backend.
@@ -31,7 +40,7 @@ from matplotlib.figure import Figure
 
 from analysis.auc import AucTable, common_range, resample, union_grid
 from analysis.load import (
-    RETURN,
+    EVAL_RETURN,
     SUCCESS,
     WALL,
     Curve,
@@ -47,7 +56,9 @@ from analysis.stats import curve_band
 STEP_LABEL = "env steps (all agents)"
 TIME_LABEL = "wall-clock time (s)"
 SUCCESS_LABEL = "eval success rate (greedy, noise-free)"
-RETURN_LABEL = "training episode return"
+EVAL_RETURN_LABEL = "eval return (greedy, noise-free)"
+# The rows of every figure against env steps: eval return above eval success.
+STEP_ROWS = ((EVAL_RETURN, EVAL_RETURN_LABEL), (SUCCESS, SUCCESS_LABEL))
 AUC_LABEL = "success AUC (normalised, 0–1)"
 
 AGENTS_KEYS = ("trainer.num_agents", "learner.lr_schedule")
@@ -62,6 +73,10 @@ ROBUST_ORDER = ("none", "median", "mean", "trimmed-mean")
 # most common value (see `_fixed_value`).
 PREFERRED_FIXED_MEAN = 0.0
 PREFERRED_FIXED_STD = 1.0
+# The noise-free arm (μ = 0, σ = 0; the estimator is moot without noise) is the noise figure's
+# reference line, drawn in every panel.
+NOISE_FREE_LABEL = "noise-free (μ 0, σ 0)"
+NOISE_FREE_GID = "noise-free-reference"
 
 # More grid points than this only thin the line (a per-episode return has thousands).
 MAX_POINTS = 300
@@ -70,12 +85,14 @@ MAX_LEGEND = 20
 
 # Caption of each figure for report.md.
 DESCRIPTIONS = {
-    "success": "Eval success rate vs env steps, one line per configuration.",
-    "agents": "Training return (top) and eval success (bottom) vs env steps per LR schedule, "
+    "success": "Eval return (top) and eval success rate (bottom) vs env steps, one line per "
+               "configuration (greedy, noise-free eval episodes).",
+    "agents": "Eval return (top) and eval success (bottom) vs env steps per LR schedule, "
               "one line per agent count (cf. DQT figure 2).",
     "agents_time": "Eval success vs wall-clock seconds per LR schedule, one line per agent count.",
-    "noise": "Eval success vs env steps under reward noise: rows fix μ or σ, columns noisy vs "
-             "robust reward (cf. DQT figure 4).",
+    "noise": "Eval return and, below it, eval success vs env steps under reward noise: row pairs fix "
+             "μ or σ, columns noisy vs robust reward; the black dashed line is the noise-free "
+             "runs (μ 0, σ 0) in every panel (cf. DQT figure 4).",
     "tasks": "Success AUC per task, noisy vs robust reward per noise setting (cf. DQT figure 5).",
 }
 
@@ -135,8 +152,11 @@ def _plot_configs(
     *,
     statistic: str,
     seed: int,
+    reference: Sequence[str] = (),
 ) -> int:
-    """One line with a CI band per configuration in `configs`; returns how many were drawn."""
+    """One line with a CI band per configuration in `configs` (no band for a single seed: it
+    has no CI), plus the noise-free `reference` runs as one black dashed line when given;
+    returns how many lines were drawn."""
     drawn = 0
     for _, config in configs.iterrows():
         band = config_band(curves, config["run_ids"], statistic=statistic, seed=seed)
@@ -145,8 +165,15 @@ def _plot_configs(
         name = config_label(config, label_keys)
         color = colors.get(name)
         ax.plot(band.x, band.center, color=color, lw=1.6, label=f"{name} (n={band.n})")
-        ax.fill_between(band.x, band.low, band.high, color=color, alpha=0.2, lw=0)
+        if band.n > 1:
+            ax.fill_between(band.x, band.low, band.high, color=color, alpha=0.2, lw=0)
         drawn += 1
+    if reference:
+        band = config_band(curves, reference, statistic=statistic, seed=seed)
+        if band is not None:
+            ax.plot(band.x, band.center, color="black", ls="--", lw=1.4, zorder=3, gid=NOISE_FREE_GID,
+                    label=f"{NOISE_FREE_LABEL}, n={band.n}")
+            drawn += 1
     if drawn:
         names = short_names(label_keys)
         title = ", ".join(names[k] for k in label_keys) or None
@@ -159,7 +186,7 @@ def _plot_configs(
 
 def _band_note(statistic: str) -> str:
     center = "IQM" if statistic == "iqm" else "mean"
-    return f"lines: {center} over seeds (n in legend); bands: 95% bootstrap CI"
+    return f"lines: {center} over seeds (n in legend)\nbands: 95% bootstrap CI (none for a single seed)"
 
 
 def _ordered(values: Iterable[Any], order: Sequence[Any] = ()) -> list[Any]:
@@ -218,13 +245,12 @@ def _new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.2)
 # ---- DQT figure 2 ------------------------------------------------------------------------
 
 def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
-    """Per LR schedule (columns): training return and eval success vs env steps (rows)."""
+    """Per LR schedule (columns): eval return (top row) and eval success (bottom row) vs env steps."""
     schedules = _column(data, LR_KEY, LR_ORDER)
     label_keys = [k for k in data.varied if k != LR_KEY]
     colors = _colors([config_label(c, label_keys) for _, c in data.configs.iterrows()])
     fig, axes = _new_figure(2, len(schedules))
-    rows = ((RETURN, RETURN_LABEL), (SUCCESS, SUCCESS_LABEL))
-    for r, (metric, ylabel) in enumerate(rows):
+    for r, (metric, ylabel) in enumerate(STEP_ROWS):
         curves = metric_curves(data.tidy, metric)
         for c, schedule in enumerate(schedules):
             ax = axes[r, c]
@@ -235,8 +261,8 @@ def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 
             ax.set_ylabel(ylabel)
             if metric == SUCCESS:
                 ax.set_ylim(-0.03, 1.03)
-    fig.suptitle(f"{data.name}: return and success vs env steps by agent count and LR schedule\n"
-                 f"({_band_note(statistic)})")
+    fig.suptitle(f"{data.name}: eval return and success vs env steps by agent count and LR schedule\n"
+                 f"{_band_note(statistic)}")
     return fig
 
 
@@ -255,7 +281,7 @@ def figure_agents_time(data: ExperimentRuns, *, statistic: str = "mean", seed: i
         ax.set_xlabel(TIME_LABEL)
         ax.set_ylabel(SUCCESS_LABEL)
         ax.set_ylim(-0.03, 1.03)
-    fig.suptitle(f"{data.name}: eval success vs wall-clock time by agent count\n({_band_note(statistic)})")
+    fig.suptitle(f"{data.name}: eval success vs wall-clock time by agent count\n{_band_note(statistic)}")
     return fig
 
 
@@ -270,17 +296,53 @@ def _fixed_value(values: pd.Series, preferred: float) -> float:
     return float(min(counts[counts == counts.max()].index))
 
 
+def _noise_free(data: ExperimentRuns, frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of `frame` (configs or runs) are noise-free: noise.mean == 0 and noise.std == 0.
+
+    A key that does not vary is not a configs column; its one value is then read from the runs.
+    """
+    mask = np.ones(len(frame), dtype=bool)
+    for key in NOISE_KEYS:
+        if key in frame.columns:
+            column = frame[key]
+        elif key in data.runs.columns and len(data.runs):
+            column = pd.Series([data.runs[key].iloc[0]] * len(frame), index=frame.index)
+        else:
+            return np.zeros(len(frame), dtype=bool)
+        numeric = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+        mask &= np.isclose(numeric, 0.0)  # NaN (not a number) is never noise-free
+    return mask
+
+
+def noise_free_run_ids(data: ExperimentRuns) -> list[str]:
+    """The runs of the noise-free arm (μ = 0, σ = 0, any robust estimator): the reference line."""
+    return [str(r) for r in data.runs["run_id"][_noise_free(data, data.runs)]] if len(data.runs) else []
+
+
+def _noisy_configs(data: ExperimentRuns) -> pd.DataFrame:
+    """The configurations with reward noise: every one but the noise-free arm."""
+    return data.configs[~_noise_free(data, data.configs)]
+
+
 def noise_rows(data: ExperimentRuns) -> list[tuple[str, float, str]]:
-    """The noise figure's rows as (fixed key, fixed value, varying key), one per varied key."""
+    """The noise figure's rows as (fixed key, fixed value, varying key), one per key that varies
+    across the noisy configurations.  The noise-free arm (μ 0, σ 0) is the reference line, not
+    a row: it neither makes σ vary nor counts towards the fixed value."""
+    noisy = _noisy_configs(data)
+
     def values(key: str) -> pd.Series:
         # A key that does not vary is not a configs column, but every run still has it.
-        source = data.configs if key in data.configs.columns else data.runs
-        return source[key] if key in source.columns else pd.Series(dtype=float)
+        if key in noisy.columns:
+            return noisy[key]
+        return data.runs[key] if key in data.runs.columns else pd.Series(dtype=float)
+
+    def varies(key: str) -> bool:
+        return key in noisy.columns and noisy[key].astype(str).nunique(dropna=False) > 1
 
     rows = []
-    if "noise.std" in data.varied:  # σ varies at a fixed μ
+    if varies("noise.std"):  # σ varies at a fixed μ
         rows.append(("noise.mean", _fixed_value(values("noise.mean"), PREFERRED_FIXED_MEAN), "noise.std"))
-    if "noise.mean" in data.varied:  # μ varies at a fixed σ
+    if varies("noise.mean"):  # μ varies at a fixed σ
         rows.append(("noise.std", _fixed_value(values("noise.std"), PREFERRED_FIXED_STD), "noise.mean"))
     return rows
 
@@ -292,29 +354,37 @@ def _robust_title(value: Any) -> str:
 
 
 def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
-    """Eval success vs env steps: rows fix μ (σ varies) or σ (μ varies); columns per robust
-    estimator, noisy (none) first -- a 2x2 grid for the paper's noise sweep."""
+    """Eval return above eval success vs env steps: row pairs fix μ (σ varies) or σ (μ varies);
+    columns per robust estimator, noisy (none) first -- 4 rows x 2 columns for the paper's noise
+    sweep.  The noise-free runs (μ 0, σ 0) are one black dashed reference line in every panel."""
     rows = noise_rows(data) or [("", float("nan"), "")]
-    robusts = _column(data, ROBUST_KEY, ROBUST_ORDER)
-    curves = metric_curves(data.tidy, SUCCESS)
-    fig, axes = _new_figure(len(rows), len(robusts))
+    noisy = _noisy_configs(data)
+    reference = noise_free_run_ids(data)
+    robusts = (_ordered(noisy[ROBUST_KEY], ROBUST_ORDER) if ROBUST_KEY in noisy.columns and len(noisy)
+               else _column(data, ROBUST_KEY, ROBUST_ORDER))
+    curves = {metric: metric_curves(data.tidy, metric) for metric, _ in STEP_ROWS}
+    fig, axes = _new_figure(len(STEP_ROWS) * len(rows), len(robusts))
     for r, (fixed_key, fixed_value, varying_key) in enumerate(rows):
         label_keys = [k for k in data.varied if k not in (ROBUST_KEY, fixed_key)]
-        in_row = _where(data.configs, fixed_key, fixed_value) if fixed_key else data.configs
+        in_row = _where(noisy, fixed_key, fixed_value) if fixed_key else noisy
         colors = _colors([config_label(c, label_keys) for _, c in in_row.iterrows()])
         names = short_names([fixed_key, varying_key]) if fixed_key else {}
-        for c, robust in enumerate(robusts):
-            ax = axes[r, c]
-            configs = _where(in_row, ROBUST_KEY, robust)
-            _plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
-            row_title = (f"{names[fixed_key]} = {format_value(fixed_value)} fixed, "
-                         f"{names[varying_key]} varies" if fixed_key else "")
-            ax.set_title(f"{_robust_title(robust)}\n{row_title}".strip(), fontsize="medium")
-            _steps_axis(ax)
-            ax.set_ylabel(SUCCESS_LABEL)
-            ax.set_ylim(-0.03, 1.03)
-    fig.suptitle(f"{data.name}: eval success under reward noise N(μ, σ²), noisy vs robust reward\n"
-                 f"({_band_note(statistic)})")
+        row_title = (f"{names[fixed_key]} = {format_value(fixed_value)} fixed, "
+                     f"{names[varying_key]} varies" if fixed_key else "")
+        for m, (metric, ylabel) in enumerate(STEP_ROWS):
+            for c, robust in enumerate(robusts):
+                ax = axes[len(STEP_ROWS) * r + m, c]
+                configs = _where(in_row, ROBUST_KEY, robust)
+                _plot_configs(ax, curves[metric], configs, label_keys, colors, statistic=statistic, seed=seed,
+                              reference=reference)
+                ax.set_title(f"{_robust_title(robust)}\n{row_title}".strip(), fontsize="medium")
+                _steps_axis(ax)
+                ax.set_ylabel(ylabel)
+                if metric == SUCCESS:
+                    ax.set_ylim(-0.03, 1.03)
+    ref = f"\ndashed black: {NOISE_FREE_LABEL}, the same in every panel" if reference else ""
+    fig.suptitle(f"{data.name}: eval return and success under reward noise N(μ, σ²), noisy vs robust reward\n"
+                 f"{_band_note(statistic)}{ref}")
     return fig
 
 
@@ -340,18 +410,23 @@ def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean"
         in_task = _where(table, TASK_KEY, task)
         for h, robust in enumerate(robusts):
             rows = _where(in_task, ROBUST_KEY, robust)
-            xs, heights, errs = [], [], [[], []]
+            xs, heights, err_x, err_y, errs = [], [], [], [], [[], []]
             for _, row in rows.iterrows():
                 if np.isnan(row[center]):
                     continue
-                xs.append(settings.index(config_label(row, setting_keys)) + (h - (len(robusts) - 1) / 2) * width)
+                x = settings.index(config_label(row, setting_keys)) + (h - (len(robusts) - 1) / 2) * width
+                xs.append(x)
                 heights.append(row[center])
-                errs[0].append(max(0.0, row[center] - row[lo_col]))
-                errs[1].append(max(0.0, row[hi_col] - row[center]))
+                if np.isfinite(row[lo_col]) and np.isfinite(row[hi_col]):  # one seed: no CI, no error bar
+                    err_x.append(x)
+                    err_y.append(row[center])
+                    errs[0].append(max(0.0, row[center] - row[lo_col]))
+                    errs[1].append(max(0.0, row[hi_col] - row[center]))
             if xs:
                 name = "noisy" if robust in (None, "none") else f"robust ({robust})"
-                ax.bar(xs, heights, width=width * 0.95, yerr=errs, capsize=3, color=colors[str(robust)],
-                       label=name, error_kw={"elinewidth": 1})
+                ax.bar(xs, heights, width=width * 0.95, color=colors[str(robust)], label=name)
+            if err_x:
+                ax.errorbar(err_x, err_y, yerr=errs, fmt="none", ecolor="black", elinewidth=1, capsize=3)
         ax.set_xticks(range(len(settings)), settings, rotation=30 if len(settings) > 3 else 0,
                       ha="right" if len(settings) > 3 else "center", fontsize="small")
         ax.set_title(f"task: {task}" if task is not None else "all runs")
@@ -368,32 +443,39 @@ def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean"
     n = f"{seeds.min()}–{seeds.max()}" if seeds.nunique() > 1 else f"{seeds.max() if len(seeds) else 0}"
     what = "IQM" if statistic == "iqm" else "mean"
     fig.suptitle(f"{data.name}: success AUC by task, noisy vs robust reward\n"
-                 f"(bars: {what} over {n} seeds; error bars: 95% bootstrap CI)")
+                 f"(bars: {what} over {n} seeds; error bars: 95% bootstrap CI, none for one seed)")
     return fig
 
 
 # ---- every experiment --------------------------------------------------------------------
 
 def figure_success(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
-    """Eval success vs env steps of every configuration on one axes."""
+    """Eval return (top) and eval success (bottom) vs env steps of every configuration, with
+    one legend (on the first panel that has lines; the colours are the same below)."""
     colors = _colors(list(data.configs["label"]))
     many = len(data.configs) > 8
-    fig = Figure(figsize=(9.5 if many else 6.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    _plot_configs(ax, metric_curves(data.tidy, SUCCESS), data.configs, data.varied, colors,
-                  statistic=statistic, seed=seed)
-    legend = ax.get_legend()
-    if legend is not None and len(data.configs) > MAX_LEGEND:  # an Optuna study: a legend would hide the plot
+    fig = Figure(figsize=(9.5 if many else 6.5, 8.0), layout="constrained")
+    axes = fig.subplots(len(STEP_ROWS), 1, squeeze=False)[:, 0]
+    for ax, (metric, ylabel) in zip(axes, STEP_ROWS, strict=True):
+        _plot_configs(ax, metric_curves(data.tidy, metric), data.configs, data.varied, colors,
+                      statistic=statistic, seed=seed)
+        _steps_axis(ax)
+        ax.set_ylabel(ylabel)
+        if metric == SUCCESS:
+            ax.set_ylim(-0.03, 1.03)
+    legends = [(ax, ax.get_legend()) for ax in axes if ax.get_legend() is not None]
+    for _, legend in legends[1:]:
         legend.remove()
-        ax.text(0.01, 0.98, f"{len(data.configs)} configurations (labels in summary.csv)",
-                transform=ax.transAxes, va="top", fontsize="small", color="gray")
-    elif many and legend is not None:  # a long legend goes beside the axes, not over the lines
-        ax.legend(title=legend.get_title().get_text() or None, fontsize="x-small",
-                  loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    _steps_axis(ax)
-    ax.set_ylabel(SUCCESS_LABEL)
-    ax.set_ylim(-0.03, 1.03)
-    fig.suptitle(f"{data.name}: eval success per configuration\n({_band_note(statistic)})")
+    if legends:
+        ax, legend = legends[0]
+        if len(data.configs) > MAX_LEGEND:  # an Optuna study: a legend would hide the plot
+            legend.remove()
+            ax.text(0.01, 0.98, f"{len(data.configs)} configurations (labels in summary.csv)",
+                    transform=ax.transAxes, va="top", fontsize="small", color="gray")
+        elif many:  # a long legend goes beside the axes, not over the lines
+            ax.legend(title=legend.get_title().get_text() or None, fontsize="x-small",
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"{data.name}: eval return and success per configuration\n{_band_note(statistic)}")
     return fig
 
 

@@ -45,6 +45,7 @@ from mlflow.tracking import MlflowClient
 from core.config import ConfigError
 
 SUCCESS = "eval/success_rate"
+EVAL_RETURN = "eval/return"  # greedy, noise-free eval episodes, logged with eval/success_rate
 RETURN = "train/episode_return"
 WALL = "time/wall_s"
 
@@ -326,9 +327,10 @@ def select_runs(runs: pd.DataFrame, include_unfinished: bool = False) -> tuple[p
     """The runs to analyse, and notes on what was left out and why.
 
     Unfinished runs (RUNNING, FAILED, KILLED) are left out unless asked for or unless none has
-    finished: an interrupted run's short curve would otherwise shrink the common step range
-    of every AUC.  A (configuration, seed) point run twice (a resumed sweep) counts once: its
-    finished run if any, else its latest.
+    finished: an interrupted run's AUC would carry its last eval value to the budget, and its
+    short curve would cut its configuration's mean curve short in the figures.  A
+    (configuration, seed) point run twice (a resumed sweep) counts once: its finished run if
+    any, else its latest.
     """
     notes: list[str] = []
     finished = runs["status"] == "FINISHED"

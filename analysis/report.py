@@ -6,9 +6,13 @@ the success AUC per configuration, draw the applicable figures, write everything
 experiment's latest sweep parent run, when there is one.
 
 ``summary.csv`` has one row per configuration: config_hash, label, the varied params,
-auc_mean, auc_ci_low, auc_ci_high, auc_iqm, auc_iqm_ci_low, auc_iqm_ci_high, seeds.
+auc_mean, auc_ci_low, auc_ci_high, auc_iqm, auc_iqm_ci_low, auc_iqm_ci_high, seeds, budget
+(the env steps [0, budget] each of its runs' AUC spans).  A configuration of one seed has no
+CI: its CI cells are empty in summary.csv and "n/a" in report.md.
 ``report.md`` shows the same numbers (3 decimals) and embeds the figures by relative link, so
-the folder reads the same on disk, on GitHub and in the MLflow artifact view.
+the folder reads the same on disk, on GitHub and in the MLflow artifact view.  When the runs
+have different budgets (``trainer.train_steps``), report.md says so and shows one AUC table
+per budget: AUCs over different step ranges are never ranked against each other.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.auc import AucTable, auc_table
+from analysis.auc import BUDGET_KEY, AucTable, auc_table
 from analysis.figures import DESCRIPTIONS, build_figures, save_figure
 from analysis.load import (
-    RETURN,
+    EVAL_RETURN,
     SUCCESS,
     WALL,
     ExperimentRuns,
@@ -41,7 +45,7 @@ from core.config import ConfigError
 
 ARTIFACT_PATH = "report"
 # The figures need only these; the cache still holds every metric of a run.
-FIGURE_METRICS = (SUCCESS, RETURN, WALL)
+FIGURE_METRICS = (SUCCESS, EVAL_RETURN, WALL)
 BOOTSTRAP_RESAMPLES = 10_000
 
 
@@ -66,6 +70,17 @@ def _num(value: float) -> str:
     return "–" if value is None or np.isnan(value) else f"{value:.3f}"
 
 
+def _ci(low: float, high: float) -> str:
+    """A CI cell: "[low, high]", or "n/a" when there is none (one seed, or no AUC)."""
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
+        return "n/a"
+    return f"[{_num(low)}, {_num(high)}]"
+
+
+def _steps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -74,17 +89,27 @@ def _cell(value: object) -> str:
     return format_value(value).replace("|", "\\|")
 
 
-def markdown_auc_table(auc: AucTable, varied: Sequence[str]) -> str:
-    """The AUC table as GitHub Markdown, one row per configuration."""
+def markdown_auc_table(auc: AucTable, varied: Sequence[str], rows: pd.DataFrame | None = None) -> str:
+    """The AUC table (or its `rows`) as GitHub Markdown, one row per configuration; a missing
+    CI (one seed) reads "n/a"."""
     head = ["configuration", *varied, "mean AUC", "95% CI", "IQM", "IQM 95% CI", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * (1 + len(varied)) + ["---:"] * 5) + "|"]
-    for _, row in auc.table.iterrows():
+    for _, row in (auc.table if rows is None else rows).iterrows():
         cells = [_cell(row["label"]), *(_cell(row[k]) for k in varied),
-                 _num(row["auc_mean"]), f"[{_num(row['auc_ci_low'])}, {_num(row['auc_ci_high'])}]",
-                 _num(row["auc_iqm"]), f"[{_num(row['auc_iqm_ci_low'])}, {_num(row['auc_iqm_ci_high'])}]",
+                 _num(row["auc_mean"]), _ci(row["auc_ci_low"], row["auc_ci_high"]),
+                 _num(row["auc_iqm"]), _ci(row["auc_iqm_ci_low"], row["auc_iqm_ci_high"]),
                  str(int(row["seeds"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _best(rows: pd.DataFrame) -> list[str]:
+    """The "highest mean AUC" line of a table of at least two configurations with an AUC."""
+    ranked = rows.dropna(subset=["auc_mean"])
+    if len(ranked) < 2:
+        return []
+    best = ranked.loc[ranked["auc_mean"].idxmax()]
+    return [f"Highest mean AUC: **{_cell(best['label'])}** ({_num(best['auc_mean'])}).", ""]
 
 
 def render_report(
@@ -109,21 +134,33 @@ def render_report(
                f"{seed_range} seed(s) each. Varied params: {varied}.")
     out.extend(f"- Note: {note}." for note in [*data.notes, *auc.notes])
     out += ["", "## Success AUC", ""]
-    grid = (f"steps {auc.grid[0]:,.0f}–{auc.grid[-1]:,.0f}, {auc.grid.size} points"
-            if auc.grid.size else "no common grid")
+    budgets = auc.budget_values()
+    span = (f"[0, {_steps(budgets[0])}] env steps" if len(budgets) == 1
+            else "[0, its own budget]" if budgets else "no budget (no eval curve)")
     out.append(
-        "AUC is the area under the eval success-rate curve over env steps divided by the step "
-        "range: 0 = never succeeds, 1 = succeeds at every evaluation. Every run's curve is "
-        f"linearly interpolated onto one common grid ({grid}: the union of the runs' eval steps "
-        "over the range they all cover). Per configuration: mean over seeds with a 95% "
+        "A run's AUC is the area under its eval success-rate curve over env steps "
+        f"[0, budget] divided by the budget (`{BUDGET_KEY}`; here {span}): 0 = never succeeds, "
+        "1 = succeeds at every evaluation. The curve is linear between evaluations, holds the "
+        "first value before the first evaluation and carries the last value to the budget, so a "
+        "run's AUC depends on that run alone. Per configuration: mean over seeds with a 95% "
         f"percentile-bootstrap CI ({BOOTSTRAP_RESAMPLES:,} resamples of the seeds, seed {seed}), "
-        "and the interquartile mean (IQM) with its CI."
+        "and the interquartile mean (IQM) with its CI; a single seed has no CI (n/a)."
     )
-    out += ["", markdown_auc_table(auc, data.varied), ""]
-    ranked = auc.table.dropna(subset=["auc_mean"])
-    if len(ranked) > 1:
-        best = ranked.loc[ranked["auc_mean"].idxmax()]
-        out += [f"Highest mean AUC: **{_cell(best['label'])}** ({_num(best['auc_mean'])}).", ""]
+    if len(budgets) > 1:
+        out += ["", f"**Runs of {len(budgets)} different budgets** (`{BUDGET_KEY}` = "
+                f"{', '.join(_steps(b) for b in budgets)} env steps): AUCs over different step ranges "
+                "are not comparable, so each budget has its own table below and no configuration is "
+                "ranked against one of another budget.", ""]
+        for budget in budgets:
+            rows = auc.table[np.isclose(auc.table["budget"].to_numpy(dtype=float), budget)]
+            out += [f"### Budget {_steps(budget)} env steps", "", markdown_auc_table(auc, data.varied, rows), ""]
+            out += _best(rows)
+        rest = auc.table[~np.isfinite(auc.table["budget"].to_numpy(dtype=float))]
+        if len(rest):
+            out += ["### No eval curve", "", markdown_auc_table(auc, data.varied, rest), ""]
+    else:
+        out += ["", markdown_auc_table(auc, data.varied), ""]
+        out += _best(auc.table)
     out += ["## Figures", ""]
     for name in figures:
         out += [f"### {name}", "", DESCRIPTIONS.get(name, ""), "", f"![{name}]({name}.png)", "",

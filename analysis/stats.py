@@ -6,6 +6,10 @@ take the (1 - confidence) / 2 quantiles.  The IQM (mean of the middle 50 %, as i
 al. 2021, "Deep RL at the edge of the statistical precipice") is offered because one diverged
 seed moves a mean of six a lot.  Every resampling uses a numpy Generator seeded by the caller,
 so reports are reproducible.
+
+One seed has no spread to resample, so it has no confidence interval: its CI is (NaN, NaN)
+(a band or error bar is not drawn, report.md says "n/a"), never the degenerate [v, v] that
+would read as certainty.
 """
 
 from __future__ import annotations
@@ -67,12 +71,11 @@ def bootstrap_ci(
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the statistic of `values`; (v, v) for one value, NaNs for none."""
+    """Percentile-bootstrap CI of the statistic of `values`; NaNs for fewer than two values
+    (one seed has no CI)."""
     x = np.asarray(values, dtype=float)
-    if x.size == 0:
+    if x.size < 2:
         return float("nan"), float("nan")
-    if x.size == 1:
-        return float(x[0]), float(x[0])
     dist = bootstrap_distribution(x, statistic, n_resamples, seed)
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(dist, [alpha, 1.0 - alpha])
@@ -90,11 +93,13 @@ def curve_band(
     """Pointwise center and bootstrap CI of (runs x grid) curves resampled over runs.
 
     Fewer resamples than for scalars by default: a plotted band needs no third decimal.
+    One run has no CI: low and high are then all NaN.
     """
     x = np.atleast_2d(np.asarray(curves, dtype=float))
     center = np.asarray(statistic_fn(statistic)(x, axis=0), dtype=float)
     if x.shape[0] == 1:
-        return center, center.copy(), center.copy()
+        nan = np.full_like(center, np.nan)
+        return center, nan, nan.copy()
     dist = bootstrap_distribution(x, statistic, n_resamples, seed)
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(dist, [alpha, 1.0 - alpha], axis=0)
@@ -121,7 +126,8 @@ def summarize(
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> Summary:
-    """Mean and IQM of `values` with their bootstrap CIs (NaNs when there are no values)."""
+    """Mean and IQM of `values` with their bootstrap CIs (all NaN when there are no values;
+    the CIs NaN for a single value)."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         nan = float("nan")

@@ -19,7 +19,7 @@ import torch
 
 from core.config import RunConfig
 from core.decode import GreedyDecoder
-from core.envs import make_env
+from core.envs import make_run_env
 from core.model import QTransformer
 from core.noise import RewardNoise
 from core.procutil import become_child_of_run, exit_now, parent_alive
@@ -44,8 +44,8 @@ class AgentChannels:
     layout: SlotLayout
     slot_names: dict[str, str]
     board: WeightBoard
-    claimed: Any  # mp.Array int64 [lanes], lock-free: env steps each lane has taken (its agent writes)
-    quota: list[int]  # [lanes]: each lane's share of trainer.train_steps
+    claimed: Any  # mp.Array int64 [lanes], lock-free: decisions each lane has taken (its agent writes)
+    quota: list[int]  # [lanes]: each lane's share of the run's decisions (train_steps / action_repeat)
     lanes: range  # this agent's lanes
     to_learner: Any  # Connection: ("episode", lane, slot, ...) and finally ("done", agent_id)
     from_learner: Any  # Connection: (lane, slot) handed back to the agent
@@ -59,10 +59,10 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
     tr, lay, ex = cfg.trainer, ch.layout, cfg.exploration
     lanes = ch.lanes
     # A restarted agent gets fresh episode and random streams instead of replaying its predecessor's.
-    envs = [make_env(tr.task, seed=env_seed(tr.seed, lane) + 100_000 * stream, max_episode_steps=tr.max_episode_steps)
-            for lane in lanes]
+    envs = [make_run_env(cfg, seed=env_seed(tr.seed, lane) + 100_000 * stream) for lane in lanes]
     model = QTransformer(lay.obs_dim, lay.action_dims, cfg.model).eval()
-    decoder = GreedyDecoder(model)
+    decoder = GreedyDecoder(model, ex.greedy_heads)
+    repeat = cfg.env.action_repeat
     slots = EpisodeSlots(lay, ch.slot_names)
     claimed = np.frombuffer(ch.claimed, dtype=np.int64)
     rng = np.random.default_rng([tr.seed, agent_id, stream])
@@ -70,7 +70,8 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
     decay = ex.decay_fraction * tr.train_steps
     policy = ExplorationPolicy(
         decoder, cfg.model.num_bins, lay.action_dims, rng, cfg.learner.warmup_steps,
-        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: int(claimed.sum()),
+        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: int(claimed.sum()) * repeat,
+        ex.dim_redraw_prob,
     )
     arrays = [LaneArrays(slots.arrays["obs"][lane], slots.arrays["bins"][lane], slots.arrays["rewards"][lane])
               for lane in lanes]

@@ -25,6 +25,8 @@ ROBUST_ESTIMATORS = ("none", "median", "mean", "trimmed-mean")
 NOISE_KINDS = ("gaussian", "student-t")
 TD_LOSSES = ("mse", "huber")
 MODES = ("sync", "async")
+REPLAY_SAMPLING = ("uniform", "return-weighted")
+HEAD_REDUCTIONS = ("min", "mean")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -47,6 +49,8 @@ class ModelConfig:
     num_bins: int = doc(256, "K: bins per action dimension; bin 0 is -1, bin K-1 is +1.")
     dropout: float = doc(0.1, "Embedding, attention and residual dropout (QT-TDM Table III).")
     num_q_heads: int = doc(2, "Q heads; targets use their minimum (QT-TDM). 1 disables the second head.")
+    zero_init_q_out: bool = doc(True, "Start the Q output layer at zero (the peers' codes): every bin starts at "
+                                      "Q = 0, the pessimistic minimum return, instead of small random values.")
 
 
 @dataclass
@@ -65,8 +69,14 @@ class LearnerConfig:
     td_loss: str = doc("huber", f"TD error penalty, one of {TD_LOSSES}; huber is smooth-L1 (QT-TDM).")
     target_tau: float = doc(0.005, "EMA coefficient of the target network (DQT eq. 10).")
     target_update_every: int = doc(10, "Learner updates between EMA target updates (QT-TDM Table IV).")
-    replay_capacity: int = doc(1_000_000, "Transitions kept in the replay buffer.")
-    updates_per_step: float = doc(1.0, "Update-to-data ratio: learner updates per env step across agents.")
+    replay_capacity: int = doc(1_000_000, "Transitions (decisions) kept in the replay buffer.")
+    replay_sampling: str = doc("uniform", f"One of {REPLAY_SAMPLING}: uniform over transitions, or an episode "
+                                          "drawn with probability proportional to its return, then a uniform "
+                                          "step inside it (both peers' codes).")
+    replay_return_floor: float = doc(1e-4, "return-weighted: an episode's weight is max(its training return, "
+                                           "this floor), so zero-return episodes are still drawn (peers: 1e-4).")
+    updates_per_step: float = doc(1.0, "Update-to-data ratio: learner updates per decision (env.action_repeat "
+                                       "env steps) across agents; 1 = QT-TDM's one update per agent step.")
     warmup_steps: int = doc(2000, "Env steps (all agents) of uniform random actions before learning.")
     debug_nan_at_update: int = doc(0, "Test hook: poison the batch once this many updates are done (0 = never).")
 
@@ -76,6 +86,10 @@ class ExplorationConfig:
     eps_max: float = doc(1.0, "Epsilon at the start of decay (DQT eq. 2).")
     eps_min: float = doc(0.01, "Epsilon floor (DQT eq. 2).")
     decay_fraction: float = doc(0.3, "T_decay as a fraction of trainer.train_steps (QT-TDM: 30%).")
+    dim_redraw_prob: float = doc(0.0, "After the epsilon coin, each action dim is independently redrawn "
+                                      "uniformly with this probability (the peers' acting: 0.1).")
+    greedy_heads: str = doc("min", f"How the greedy policy (acting and evaluation) combines the Q heads, one of "
+                                   f"{HEAD_REDUCTIONS}: min = the targets' pessimistic value, mean = the peers'.")
 
 
 @dataclass
@@ -90,15 +104,26 @@ class NoiseConfig:
 
 
 @dataclass
+class EnvConfig:
+    episode_length: int = doc(200, "Env steps per episode before the time-limit truncation (bootstrapped); "
+                                   "0 = the task's own (MetaWorld 500, toy-reach 30). Paper protocol: 200.")
+    action_repeat: int = doc(2, "Env steps per decision: each chosen action is repeated this many times "
+                                "(paper protocol, QT-TDM Table I: 2; MetaWorld native: 1).")
+    reward_scale: float = doc(0.5, "A decision's reward = reward_scale x the sum of its env rewards (paper "
+                                   "protocol: 0.5, the mean of the two; native: 1).")
+
+
+@dataclass
 class TrainerConfig:
     task: str = doc("door-unlock", "MetaWorld v3 task id (with or without -v3 / mw- prefix) or toy-reach.")
     num_agents: int = doc(1, "Agent processes exploring in parallel (DQT n).")
     envs_per_agent: int = doc(1, "Envs each agent steps in lockstep with one batched decode (1 = the paper).")
-    train_steps: int = doc(300_000, "Total env steps across all agents (the x-axis of every figure).")
+    train_steps: int = doc(300_000, "Total env steps across all agents (the x-axis of every figure); a "
+                                    "multiple of env.action_repeat.")
     mode: str = doc("sync", f"One of {MODES}: sync = paper (weights after each episode); async = never wait.")
     device: str = doc("auto", f"Learner device, one of {DEVICES}; auto picks cuda when present.")
-    seed: int = doc(0, "Base seed; env lane k uses seed + 1000 * (k + 1), the eval env seed + 999.")
-    max_episode_steps: int = doc(0, "Episode length cap; 0 keeps the task's own (MetaWorld: 500).")
+    seed: int = doc(0, "Base seed: picks the MT1 benchmark's 50 goals (shared by every lane and the evaluator) "
+                       "and every random stream of the run.")
     torch_threads: int = doc(1, "Torch intra-op threads per agent process.")
     checkpoint_every: int = doc(25_000, "Env steps between checkpoints (also written at the end); 0 = only at the end.")
     max_agent_restarts: int = doc(3, "Times a dead agent is restarted before the run fails.")
@@ -115,6 +140,7 @@ SECTIONS: dict[str, type] = {
     "learner": LearnerConfig,
     "exploration": ExplorationConfig,
     "noise": NoiseConfig,
+    "env": EnvConfig,
     "trainer": TrainerConfig,
     "eval": EvalConfig,
 }
@@ -128,6 +154,7 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -192,6 +219,7 @@ class RunConfig:
                 raise ConfigError(f"{where}{key} {what}")
 
         m, lr, ex, nz, tr, ev = self.model, self.learner, self.exploration, self.noise, self.trainer, self.eval
+        en = self.env
         need(m.embed_dim > 0 and m.embed_dim % m.num_heads == 0, "model.embed_dim",
              f"must be a positive multiple of model.num_heads ({m.embed_dim} vs {m.num_heads})")
         need(m.num_layers >= 1, "model.num_layers", "must be >= 1")
@@ -210,6 +238,10 @@ class RunConfig:
         need(0.0 < lr.target_tau <= 1.0, "learner.target_tau", "must be in (0, 1]")
         need(lr.target_update_every >= 1, "learner.target_update_every", "must be >= 1")
         need(lr.replay_capacity >= 1, "learner.replay_capacity", "must be >= 1")
+        need(lr.replay_sampling in REPLAY_SAMPLING, "learner.replay_sampling",
+             f"must be one of {', '.join(REPLAY_SAMPLING)} (got '{lr.replay_sampling}')")
+        need(lr.replay_return_floor > 0 and math.isfinite(lr.replay_return_floor), "learner.replay_return_floor",
+             "must be > 0")
         need(lr.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
         need(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
         need(lr.grad_clip > 0, "learner.grad_clip", "must be > 0")
@@ -217,6 +249,9 @@ class RunConfig:
         need(0.0 <= ex.eps_min <= ex.eps_max <= 1.0, "exploration.eps_min",
              "and exploration.eps_max must satisfy 0 <= eps_min <= eps_max <= 1")
         need(0.0 < ex.decay_fraction <= 1.0, "exploration.decay_fraction", "must be in (0, 1]")
+        need(0.0 <= ex.dim_redraw_prob <= 1.0, "exploration.dim_redraw_prob", "must be in [0, 1]")
+        need(ex.greedy_heads in HEAD_REDUCTIONS, "exploration.greedy_heads",
+             f"must be one of {', '.join(HEAD_REDUCTIONS)} (got '{ex.greedy_heads}')")
         need(nz.kind in NOISE_KINDS, "noise.kind", f"must be one of {', '.join(NOISE_KINDS)}")
         need(math.isfinite(nz.mean), "noise.mean", "must be finite")
         need(nz.std >= 0 and math.isfinite(nz.std), "noise.std", f"must be >= 0 (got {nz.std})")
@@ -230,7 +265,16 @@ class RunConfig:
         need(tr.train_steps >= 1, "trainer.train_steps", "must be >= 1")
         need(tr.mode in MODES, "trainer.mode", f"must be one of {', '.join(MODES)}")
         need(tr.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}")
-        need(tr.max_episode_steps >= 0, "trainer.max_episode_steps", "must be >= 0")
+        need(en.episode_length >= 0, "env.episode_length", "must be >= 0 (0 = the task's own length)")
+        need(en.action_repeat >= 1, "env.action_repeat", "must be >= 1")
+        need(en.episode_length % en.action_repeat == 0, "env.episode_length",
+             f"must be a multiple of env.action_repeat ({en.episode_length} vs {en.action_repeat})")
+        need(en.reward_scale > 0 and math.isfinite(en.reward_scale), "env.reward_scale", "must be > 0")
+        need(tr.train_steps % en.action_repeat == 0, "trainer.train_steps",
+             f"must be a multiple of env.action_repeat ({tr.train_steps} vs {en.action_repeat}): a decision "
+             "always costs action_repeat env steps")
+        need(tr.train_steps > lr.warmup_steps, "trainer.train_steps",
+             f"must exceed learner.warmup_steps ({tr.train_steps} <= {lr.warmup_steps}): the run would never learn")
         need(tr.torch_threads >= 1, "trainer.torch_threads", "must be >= 1")
         need(tr.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0")
         need(tr.max_agent_restarts >= 0, "trainer.max_agent_restarts", "must be >= 0")

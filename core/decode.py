@@ -1,8 +1,8 @@
 """Greedy and epsilon-greedy action selection over a `QTransformer`.
 
-Greedy (Q-Transformer sec. 4.1): dim by dim, pick the bin maximising the pessimistic
-value min over Q heads (the same value the targets use, QT-TDM), feed it back as the
-next token. `GreedyDecoder` does this with a key/value cache and the weights
+Greedy (Q-Transformer sec. 4.1): dim by dim, pick the bin maximising the value of the
+Q heads combined by min (the pessimistic value the targets use) or mean (the peers'
+acting), and feed it back as the next token. `GreedyDecoder` does this with a key/value cache and the weights
 pre-extracted into plain tensors, so each action dim costs one new token through
 bare `torch` ops (no `nn.Module` dispatch, no autograd). `brute_force_greedy` is the
 slow reference it must agree with bin for bin.
@@ -33,10 +33,12 @@ class GreedyDecoder:
 
     Args:
         model: the network to decode; it is read, never modified.
+        heads: how the Q heads are combined before the argmax, "min" or "mean".
     """
 
-    def __init__(self, model: QTransformer) -> None:
+    def __init__(self, model: QTransformer, heads: str = "min") -> None:
         self.model = model
+        self.heads = check_heads(heads)
         self._fresh = False
 
     @torch.no_grad()
@@ -115,7 +117,7 @@ class GreedyDecoder:
                 x = torch.addmm(bfp, h, wfp).add_(x)
             h = torch.addmm(self.head_b, F.layer_norm(x, (D,), *self.lnf[:2], self.lnf[2]), self.head_w).relu_()
             q = torch.baddbmm(self.out_b, h.view(B, H, D).transpose(0, 1), self.out_w)  # [H, B, K]
-            a = (q.amin(0) if H > 1 else q[0]).argmax(-1)  # pessimistic value: min over heads
+            a = combine_heads(q, self.heads).argmax(-1)
             out[:, t] = a
             if t + 1 < N:
                 idx = a + self.offsets[t]
@@ -124,8 +126,21 @@ class GreedyDecoder:
         return out
 
 
+def check_heads(heads: str) -> str:
+    if heads not in ("min", "mean"):
+        raise ValueError(f"heads must be 'min' or 'mean', got '{heads}'")
+    return heads
+
+
+def combine_heads(q: Tensor, heads: str) -> Tensor:
+    """Q [H, B, K] -> [B, K]: the pessimistic min over heads, or their mean."""
+    if q.shape[0] == 1:
+        return q[0]
+    return q.amin(0) if heads == "min" else q.mean(0)
+
+
 @torch.no_grad()
-def brute_force_greedy(model: QTransformer, obs: Tensor) -> Tensor:
+def brute_force_greedy(model: QTransformer, obs: Tensor, heads: str = "min") -> Tensor:
     """Reference: for each dim i, run the FULL forward on the bins chosen so far and take argmax at position i.
 
     Uses eval semantics (dropout off) and restores ``model.training`` afterwards.
@@ -138,7 +153,7 @@ def brute_force_greedy(model: QTransformer, obs: Tensor) -> Tensor:
         bins = torch.zeros(obs.shape[0], model.action_dims, dtype=torch.int64, device=obs.device)
         for i in range(model.action_dims):
             q = model(obs, bins)[:, :, i]  # [H, B, K]; later bins are masked by causality
-            bins[:, i] = q.amin(0).argmax(-1)
+            bins[:, i] = combine_heads(q, check_heads(heads)).argmax(-1)
         return bins
     finally:
         model.train(was_training)

@@ -15,7 +15,7 @@ import torch
 from core.bins import to_continuous
 from core.config import RunConfig
 from core.decode import GreedyDecoder
-from core.envs import make_env, run_eval_episodes
+from core.envs import make_run_env, run_eval_episodes
 from core.model import QTransformer
 from core.procutil import become_child_of_run, exit_now, parent_alive
 from core.transport import load_flat
@@ -27,9 +27,9 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
     become_child_of_run(parent_pid)
     torch.set_num_threads(1)
     tr = cfg.trainer
-    env = make_env(tr.task, seed=tr.seed + EVAL_SEED_OFFSET, max_episode_steps=tr.max_episode_steps)
+    env = make_run_env(cfg, seed=tr.seed + EVAL_SEED_OFFSET, evaluation=True)
     model = QTransformer(obs_dim, action_dims, cfg.model).eval()
-    decoder = GreedyDecoder(model)
+    decoder = GreedyDecoder(model, cfg.exploration.greedy_heads)
     k = cfg.model.num_bins
 
     def policy(obs: np.ndarray) -> np.ndarray:

@@ -86,9 +86,9 @@ class QTransformer(nn.Module):
         self.head_fc = nn.Linear(D, H * D)
         self.head_out_w = nn.Parameter(torch.empty(H, D, K))
         self.head_out_b = nn.Parameter(torch.zeros(H, 1, K))
-        self._init_weights(cfg.num_layers)
+        self._init_weights(cfg.num_layers, cfg.zero_init_q_out)
 
-    def _init_weights(self, num_layers: int) -> None:
+    def _init_weights(self, num_layers: int, zero_q_out: bool) -> None:
         # minGPT/GPT-2 init: N(0, 0.02), zero biases, residual projections scaled by depth
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -99,8 +99,13 @@ class QTransformer(nn.Module):
             for lin in (block.proj, block.fc_proj):
                 nn.init.normal_(lin.weight, 0.0, 0.02 / math.sqrt(2 * num_layers))
         nn.init.normal_(self.pos_emb, 0.0, 0.02)
-        # each head gets its own draw, so the heads differ from the start (min over heads)
-        nn.init.normal_(self.head_out_w, 0.0, 0.02)
+        if zero_q_out:
+            # the peers' codes: every bin starts at Q = 0, the minimum return, so an untried bin
+            # never looks better than a tried one; the heads still differ through head_fc
+            nn.init.zeros_(self.head_out_w)
+        else:
+            # each head gets its own draw, so the heads differ from the start (min over heads)
+            nn.init.normal_(self.head_out_w, 0.0, 0.02)
 
     def _tokens(self, obs: Tensor, bins: Tensor | None) -> Tensor:
         """[B, T, D] embedded (and embedding-dropped-out) tokens."""

@@ -17,12 +17,22 @@ s_0..s_L, s_L the final observation):
   For a truncated episode this is the return observed until the time limit; with
   non-negative rewards (MetaWorld, sparse success) it stays a lower bound on Q*.
 
+Sampling (``learner.replay_sampling``):
+
+* ``uniform``: every stored transition with the same probability.
+* ``return-weighted`` (both peers' codes): an episode e is drawn with probability
+  w_e / sum w, w_e = max(training return of e, floor), then a uniform step inside it. The
+  return is that of the rewards the learner trains on (after noise), so noise studies do
+  not leak the true reward through the sampler; the floor keeps zero- (or negative-)
+  return episodes drawable (the peers give return 0 the weight 1e-4).
+
 Memory: obs and next_obs are stored as float32 (2 x capacity x obs_dim x 4 bytes);
 arrays come from ``np.zeros`` so the OS only commits pages that are written.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +92,11 @@ def n_step_targets(
     return ret, discount, next_idx, mc
 
 
+SAMPLING = ("uniform", "return-weighted")
+
+
 class ReplayBuffer:
-    """FIFO ring of transitions built from whole episodes; uniform sampling.
+    """FIFO ring of transitions built from whole episodes; uniform or return-weighted sampling.
 
     Args:
         capacity: transitions kept; the oldest are overwritten first.
@@ -91,11 +104,18 @@ class ReplayBuffer:
         action_dims: N, the number of action dimensions (bins per step).
         gamma: discount between time steps (QT eq. 1).
         n_step: n of the n-step return (QT 4.3).
+        sampling: "uniform" or "return-weighted" (module docstring).
+        return_floor: the smallest episode weight of return-weighted sampling (> 0).
     """
 
-    def __init__(self, capacity: int, obs_dim: int, action_dims: int, gamma: float, n_step: int) -> None:
+    def __init__(self, capacity: int, obs_dim: int, action_dims: int, gamma: float, n_step: int,
+                 sampling: str = "uniform", return_floor: float = 1e-4) -> None:
         if capacity < 1 or obs_dim < 1 or action_dims < 1 or n_step < 1:
             raise ValueError("capacity, obs_dim, action_dims and n_step must be >= 1")
+        if sampling not in SAMPLING or not return_floor > 0:
+            raise ValueError(f"sampling must be one of {SAMPLING} and return_floor > 0")
+        self.sampling = sampling
+        self.return_floor = float(return_floor)
         self.capacity = int(capacity)
         self.obs_dim = int(obs_dim)
         self.action_dims = int(action_dims)
@@ -110,6 +130,10 @@ class ReplayBuffer:
         self.mc_return = np.zeros(capacity, dtype=np.float32)
         self._ptr = 0  # next slot to write
         self._size = 0
+        self._written = 0  # slots written so far: transition g lives in slot g % capacity while g >= written - capacity
+        # per stored episode: first global transition, kept length, sampling weight (oldest first)
+        self._episodes: deque[tuple[int, int, float]] = deque()
+        self._episode_table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # cached arrays of the above
         self.episodes_added = 0
         self.transitions_added = 0
 
@@ -153,12 +177,36 @@ class ReplayBuffer:
         self.mc_return[slots] = mc[keep]
         self._ptr = int((self._ptr + count) % self.capacity)
         self._size = min(self._size + count, self.capacity)
+        self._episodes.append((self._written, count, max(float(np.sum(rewards, dtype=np.float64)), self.return_floor)))
+        self._written += count
+        oldest = self._written - self.capacity
+        while self._episodes and self._episodes[0][0] + self._episodes[0][1] <= oldest:
+            self._episodes.popleft()  # fully overwritten
+        self._episode_table = None
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        """Uniform slot indices over the stored transitions (with replacement)."""
+        """Slot indices of a minibatch (with replacement), by the buffer's sampling rule."""
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        return rng.integers(0, self._size, size=batch_size)
+        if self.sampling == "uniform":
+            return rng.integers(0, self._size, size=batch_size)
+        first, length, cum = self._table()
+        ep = np.searchsorted(cum, rng.random(batch_size) * cum[-1], side="right")
+        # a partly overwritten oldest episode keeps its surviving steps
+        lo = np.maximum(first[ep], self._written - self.capacity)
+        hi = first[ep] + length[ep]
+        return (lo + (rng.random(batch_size) * (hi - lo)).astype(np.int64)) % self.capacity
+
+    def episode_probabilities(self) -> np.ndarray:
+        """Probability of each stored episode (oldest first) under return-weighted sampling."""
+        _, _, cum = self._table()
+        return np.diff(cum, prepend=0.0) / cum[-1]
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._episode_table is None:
+            first, length, weight = (np.array(c) for c in zip(*self._episodes, strict=True))
+            self._episode_table = (first.astype(np.int64), length.astype(np.int64), np.cumsum(weight))
+        return self._episode_table
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """A uniform minibatch (with replacement) as CPU tensors; call ``.to(device)``."""

@@ -32,11 +32,17 @@ class EpisodeStats:
 
 
 class ExplorationPolicy:
-    """Uniform random bins before `warmup_steps`, then epsilon-greedy over the greedy decode."""
+    """Uniform random bins before `warmup_steps`, then epsilon-greedy over the greedy decode,
+    then (optionally) each dim redrawn with probability `dim_redraw_prob` (the peers' acting).
+
+    `global_steps()` counts env steps of all agents, the clock of DQT eq. 2 and of the warm-up.
+    """
 
     def __init__(self, decoder, num_bins: int, action_dims: int, rng: np.random.Generator,
-                 warmup_steps: int, eps_fn: Callable[[int], float], global_steps: Callable[[], int]):
+                 warmup_steps: int, eps_fn: Callable[[int], float], global_steps: Callable[[], int],
+                 dim_redraw_prob: float = 0.0):
         self.decoder = decoder
+        self.dim_redraw_prob = dim_redraw_prob
         self.num_bins = num_bins
         self.action_dims = action_dims
         self.rng = rng
@@ -55,6 +61,10 @@ class ExplorationPolicy:
         greedy = self.rng.random(e) >= self.last_epsilon
         if greedy.any():
             bins[greedy] = self.decoder(obs[greedy]).numpy()
+            if self.dim_redraw_prob > 0:
+                # per-dim noise on top of the greedy action; random rows are uniform already
+                redraw = greedy[:, None] & (self.rng.random(bins.shape) < self.dim_redraw_prob)
+                bins[redraw] = self.rng.integers(0, self.num_bins, size=int(redraw.sum()))
         return bins
 
 

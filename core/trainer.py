@@ -32,7 +32,7 @@ import torch
 from core.actor import AgentChannels, agent_main
 from core.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from core.config import ConfigError, RunConfig
-from core.envs import canonical_task, make_env
+from core.envs import canonical_task, decisions_per_episode, make_run_env
 from core.evaluator import eval_main
 from core.learner import Learner
 from core.progress import Progress
@@ -40,7 +40,6 @@ from core.replay import ReplayBuffer
 from core.tracking import RunTracker
 from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
-DEFAULT_EPISODE_LIMIT = 500  # MetaWorld's max_path_length
 ASYNC_SLOTS = 4  # episodes an async lane may have in flight before it would wait
 LOG_INTERVAL_S = 1.0
 
@@ -95,16 +94,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
 class EnvSpec:
     obs_dim: int
     action_dims: int
-    episode_limit: int
+    episode_limit: int  # decisions per episode: the length of an episode slot
 
 
 def probe_env(cfg: RunConfig) -> EnvSpec:
-    env = make_env(cfg.trainer.task, seed=cfg.trainer.seed, max_episode_steps=cfg.trainer.max_episode_steps)
+    limit = decisions_per_episode(cfg.trainer.task, cfg.env.episode_length, cfg.env.action_repeat)
+    env = make_run_env(cfg, seed=cfg.trainer.seed)
     try:
-        limit = (cfg.trainer.max_episode_steps or (env.spec.max_episode_steps if env.spec else None)
-                 or getattr(env.unwrapped, "max_episode_steps", None) or getattr(env.unwrapped, "max_path_length", None))
-        return EnvSpec(int(np.prod(env.observation_space.shape)), int(env.action_space.shape[0]),
-                       int(limit or DEFAULT_EPISODE_LIMIT))
+        return EnvSpec(int(np.prod(env.observation_space.shape)), int(env.action_space.shape[0]), limit)
     finally:
         env.close()
 
@@ -190,7 +187,9 @@ class _Run:
         self.n_agents = tr.num_agents
         self.n_lanes = tr.num_agents * tr.envs_per_agent
         self.batch_size = lc.batch_size * (self.n_agents if lc.batch_per_agent else 1)
-        self.total_updates = max(1, math.ceil(lc.updates_per_step * max(tr.train_steps - lc.warmup_steps, 1)))
+        self.repeat = cfg.env.action_repeat  # env steps per decision
+        self.total_updates = max(1, math.ceil(lc.updates_per_step * max(tr.train_steps - lc.warmup_steps, 1)
+                                              / self.repeat))
         if device.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - self.n_agents))
         torch.manual_seed(tr.seed)
@@ -203,12 +202,12 @@ class _Run:
             self.learner.load_state_dict(checkpoint["learner"])
             self.env_steps, self.episodes = int(checkpoint["env_steps"]), int(checkpoint["episodes"])
             self.resumes = int(checkpoint.get("resumes", 0)) + 1
-        self.replay = ReplayBuffer(min(lc.replay_capacity, tr.train_steps), spec.obs_dim, spec.action_dims,
-                                   lc.gamma, lc.n_step)
+        self.replay = ReplayBuffer(min(lc.replay_capacity, tr.train_steps // self.repeat), spec.obs_dim,
+                                   spec.action_dims, lc.gamma, lc.n_step, lc.replay_sampling, lc.replay_return_floor)
         self.rng = np.random.default_rng([tr.seed, 7, self.resumes])
-        # Each lane gets a fixed share of the remaining budget: no shared counter to lock.
-        self.quota = split_budget(tr.train_steps - self.env_steps, self.n_lanes)
-        self.delivered = [0] * self.n_lanes
+        # Each lane gets a fixed share of the remaining decisions: no shared counter to lock.
+        self.quota = split_budget((tr.train_steps - self.env_steps) // self.repeat, self.n_lanes)
+        self.delivered = [0] * self.n_lanes  # decisions per lane received
         self.progress = Progress(tr.train_steps, enabled=progress)
         self.ctx = mp.get_context("spawn")
         self.agents: dict[int, _Agent] = {}
@@ -358,11 +357,11 @@ class _Run:
             self.done_agents.add(msg[1])
             return
         _, lane, slot, length, terminated, true_return, success, version, eps, (agent, pid, t0, t1) = msg
-        self.agent_log.record(agent, pid, length, t0, t1)
+        self.agent_log.record(agent, pid, length * self.repeat, t0, t1)
         arr = self.slots.arrays
         self.replay.add_episode(arr["obs"][lane, slot, : length + 1], arr["bins"][lane, slot, :length],
                                 arr["rewards"][lane, slot, :length], terminated)
-        self.env_steps += length
+        self.env_steps += length * self.repeat
         self.delivered[lane] += length
         self.episodes += 1
         self.window.episode(self.board.version - version, eps)
@@ -381,7 +380,7 @@ class _Run:
 
     def updates_owed(self) -> int:
         lc = self.cfg.learner
-        target = math.floor(lc.updates_per_step * max(0, self.env_steps - lc.warmup_steps))
+        target = math.floor(lc.updates_per_step * max(0, self.env_steps - lc.warmup_steps) / self.repeat)
         return max(0, min(target, self.total_updates) - self.learner.updates) if len(self.replay) else 0
 
     def train_updates(self, n: int) -> None:

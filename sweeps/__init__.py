@@ -8,7 +8,7 @@
 - `sweeps.claims`: the Optuna-storage claim queue shared by workers, and claim liveness.
 - `sweeps.launch`: `dqt train` child processes, signals (Ctrl-C / SIGTERM), progress line.
 - `sweeps.search`: Optuna search over a spec's `search.space` (objective: success AUC,
-  `analysis.auc.normalized_auc`).
+  `analysis.auc.budget_auc`).
 - `sweeps.cli`: the `dqt sweep` subcommand.
 
 The shipped specs (`noise.yaml`, `agents.yaml`, `tasks.yaml`, `search.yaml`) are the

@@ -4,7 +4,7 @@ Each trial is one configuration (base + the sampled values) trained once per see
 spec, each seed a child run of the sweep's parent run like any grid point; its value is the
 mean over seeds of the area under the run's `search.metric` curve (default
 ``eval/success_rate``) over env steps, normalised by the step range (DQT figure 5): the
-same `analysis.auc.normalized_auc` the figures and reports use.
+same `analysis.auc.budget_auc` the reports use.
 
 The study ``search/<name>/<profile>`` lives in the same Optuna storage as the claim queue
 (next to the MLflow store by default), so rerunning the command continues the study until
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from analysis.auc import normalized_auc
+from analysis.auc import budget_auc
 from core.config import ConfigError, RunConfig
 from core.tracking import resolve_tracking_uri
 from sweeps.claims import (
@@ -40,13 +40,13 @@ from sweeps.spec import SEED_KEY, SearchParam, Spec
 from sweeps.store import Store, point_status
 
 
-def success_auc(history: Sequence[tuple[float, float]]) -> float:
-    """The objective of one run: `analysis.auc.normalized_auc` of its ``(step, value)``
-    points, the AUC the figures report (in [0, 1] for a success rate); no points give 0."""
+def success_auc(history: Sequence[tuple[float, float]], budget: float | None = None) -> float:
+    """The objective of one run: `analysis.auc.budget_auc` of its ``(step, value)`` points over
+    [0, its budget] (default: its last step), the AUC the reports give; no points give 0."""
     if not history:
         return 0.0
     steps, values = zip(*history, strict=True)
-    return normalized_auc(steps, values)
+    return budget_auc(steps, values, max(steps) if budget is None else budget)
 
 
 def suggest(trial: Any, space: Sequence[SearchParam], base: RunConfig) -> dict[str, Any]:
@@ -192,7 +192,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
                 _tell(state.trial, None)
                 return
             state.run_ids[point.seed] = run_id
-            aucs.append(success_auc(history))
+            aucs.append(success_auc(history, point.config.trainer.train_steps))
         state.trial.set_user_attr("run_ids", [state.run_ids[p.seed] for p in state.points])
         state.trial.set_user_attr("aucs", aucs)
         _tell(state.trial, sum(aucs) / len(aucs))

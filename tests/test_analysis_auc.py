@@ -1,4 +1,4 @@
-"""Success AUC: analytic values, the common grid, and invariance to re-gridding."""
+"""Success AUC: analytic values, each run over its own [0, budget], invariance to re-gridding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.auc import auc_per_run, auc_table, common_range, normalized_auc, resample, union_grid
+from analysis.auc import (
+    auc_per_run,
+    auc_table,
+    budget_auc,
+    common_range,
+    normalized_auc,
+    resample,
+    union_grid,
+)
 from analysis.load import ExperimentRuns, configurations
 
 
@@ -67,26 +75,50 @@ def test_common_range_and_union_grid_keep_only_what_every_curve_covers():
         common_range({"a": (np.array([0.0, 1.0]), np.zeros(2)), "b": (np.array([2.0, 3.0]), np.zeros(2))})
 
 
-def test_runs_with_different_eval_steps_are_compared_on_the_common_grid():
+def test_budget_auc_integrates_the_run_over_zero_to_its_budget_by_hand():
+    # Evals at 10k, 50k, 80k of a 100k budget. By hand: [0, 10k] holds the first value 0 (area
+    # 0); [10k, 50k] ramps 0 -> 0.5 (40k * 0.25 = 10k); [50k, 80k] ramps 0.5 -> 1 (30k * 0.75 =
+    # 22.5k); [80k, 100k] carries the last value 1 (20k). (10k + 22.5k + 20k) / 100k = 0.525.
+    steps, values = [10_000, 50_000, 80_000], [0.0, 0.5, 1.0]
+    assert budget_auc(steps, values, 100_000) == pytest.approx(0.525)
+    # The old rule (the eval range only, 10k..80k) gives another number: the range matters.
+    assert normalized_auc(steps, values) == pytest.approx(32_500 / 70_000)
+    # The first value is held back to step 0: [0, 20k] at 0.2 (4k), 20k..60k ramps 0.2 -> 0.6
+    # (40k * 0.4 = 16k), 60k..100k at 0.6 (24k): 44k / 100k.
+    assert budget_auc([20_000, 60_000], [0.2, 0.6], 100_000) == pytest.approx(0.44)
+    # An eval past the budget only shapes the line up to it: at 100k the line from (50k, 0.5)
+    # to (110k, 0.8) is at 0.75, so 0.25 * 50k + 0.625 * 50k = 43.75k over 100k.
+    assert budget_auc([0, 50_000, 110_000], [0.0, 0.5, 0.8], 100_000) == pytest.approx(0.4375)
+    assert math.isnan(budget_auc([], [], 100_000))
+    assert budget_auc([0, 10], [0.0, 1.0], float("nan")) == pytest.approx(0.5)  # no budget: own range
+
+
+def test_runs_with_different_eval_steps_over_one_budget_get_the_same_auc():
     # Same underlying ramp, evaluated at different steps: same AUC.
     a_steps = np.array([0.0, 10_000, 20_000, 30_000, 40_000])
     b_steps = np.array([0.0, 15_000, 25_000, 40_000])
     curves = {"a": (a_steps, a_steps / 40_000), "b": (b_steps, b_steps / 40_000)}
-    aucs = auc_per_run(curves)
+    aucs = auc_per_run(curves, {"a": 40_000, "b": 40_000})
     assert aucs["a"] == pytest.approx(0.5) and aucs["b"] == pytest.approx(0.5)
-    # A run that goes on longer is judged over the common range only.
+    # A run that goes on longer is judged over its own budget, whatever the others are.
     curves["c"] = (np.array([0.0, 40_000, 80_000]), np.array([0.0, 1.0, 1.0]))
-    assert auc_per_run(curves)["c"] == pytest.approx(0.5)
+    aucs = auc_per_run(curves, {"a": 40_000, "b": 40_000, "c": 80_000})
+    assert aucs["c"] == pytest.approx(0.75) and aucs["a"] == pytest.approx(0.5)
+    # Without budgets each run's own last eval step is its budget.
+    assert auc_per_run(curves)["c"] == pytest.approx(0.75)
 
 
-def _experiment(points: dict[str, tuple[str, list[float], list[float]]]) -> ExperimentRuns:
-    """A tiny ExperimentRuns: run_id -> (config_hash, steps, success values)."""
+def _experiment(points: dict[str, tuple], budgets: dict[str, int] | None = None) -> ExperimentRuns:
+    """A tiny ExperimentRuns: run_id -> (config_hash, steps, success values), with a
+    trainer.train_steps param per run when `budgets` gives one."""
     rows = [
         {"run_id": r, "metric": "eval/success_rate", "step": s, "value": v}
         for r, (_, steps, values) in points.items() for s, v in zip(steps, values, strict=True)
     ]
     runs = pd.DataFrame([{"run_id": r, "config_hash": h, "seed": i, "x.lr": 1 if h == "h1" else 2}
                          for i, (r, (h, _, _)) in enumerate(points.items())])
+    if budgets is not None:
+        runs["trainer.train_steps"] = [budgets[r] for r in runs["run_id"]]
     configs = configurations(runs, ["x.lr"])
     return ExperimentRuns("t", pd.DataFrame(rows), runs, configs, ["x.lr"], [])
 
@@ -97,7 +129,7 @@ def test_auc_table_aggregates_seeds_per_configuration():
         "r1": ("h1", steps, [0.0, 0.5, 1.0]),   # 0.5
         "r2": ("h1", steps, [1.0, 1.0, 1.0]),   # 1.0
         "r3": ("h2", steps, [0.0, 0.0, 0.0]),   # 0.0
-    })
+    }, budgets={"r1": 100, "r2": 100, "r3": 100})
     result = auc_table(data, n_resamples=2_000)
     table = result.table.set_index("label")
     assert table.loc["lr=1", "auc_mean"] == pytest.approx(0.75)
@@ -105,12 +137,49 @@ def test_auc_table_aggregates_seeds_per_configuration():
     assert table.loc["lr=1", "auc_ci_low"] == pytest.approx(0.5)
     assert table.loc["lr=1", "auc_ci_high"] == pytest.approx(1.0)
     assert table.loc["lr=2", "auc_mean"] == 0.0 and table.loc["lr=2", "seeds"] == 1
+    # One seed: no CI (NaN), not [0, 0].
+    for col in ("auc_ci_low", "auc_ci_high", "auc_iqm_ci_low", "auc_iqm_ci_high"):
+        assert math.isnan(table.loc["lr=2", col])
     assert result.per_run == pytest.approx({"r1": 0.5, "r2": 1.0, "r3": 0.0})
-    np.testing.assert_array_equal(result.grid, steps)
+    assert list(table["budget"]) == [100, 100] and result.budgets == {"r1": 100, "r2": 100, "r3": 100}
+    assert result.notes == []
 
 
-def test_auc_table_without_overlap_falls_back_to_each_runs_range_and_says_so():
+def test_a_runs_auc_does_not_change_when_a_shorter_run_of_another_configuration_is_added():
+    # r1 succeeds only in its second half: over its budget [0, 100] the AUC is 0.25 by hand
+    # (0 up to 50, then a ramp to 1 at 100: 0.5 * 50 / 100).
+    alone = _experiment({"r1": ("h1", [0.0, 50.0, 100.0], [0.0, 0.0, 1.0]),
+                         "r2": ("h1", [0.0, 50.0, 100.0], [0.0, 0.0, 1.0])},
+                        budgets={"r1": 100, "r2": 100})
+    before = auc_table(alone, n_resamples=200)
+    assert before.per_run["r1"] == pytest.approx(0.25)
+    # A 40-step run of another configuration used to shrink everyone's range to [0, 40],
+    # where r1 never succeeds (AUC 0). Now r1 keeps its own range.
+    both = _experiment({"r1": ("h1", [0.0, 50.0, 100.0], [0.0, 0.0, 1.0]),
+                        "r2": ("h1", [0.0, 50.0, 100.0], [0.0, 0.0, 1.0]),
+                        "r3": ("h2", [0.0, 20.0, 40.0], [0.0, 1.0, 1.0])},
+                       budgets={"r1": 100, "r2": 100, "r3": 40})
+    after = auc_table(both, n_resamples=200)
+    assert after.per_run["r1"] == pytest.approx(0.25) and after.per_run["r3"] == pytest.approx(0.75)
+    lr1 = after.table.set_index("label").loc["lr=1"]
+    assert lr1["auc_mean"] == before.table.set_index("label").loc["lr=1", "auc_mean"]
+    assert list(after.table["budget"]) == [100, 40]
+    assert any("2 different budgets" in n and "40, 100" in n for n in after.notes)
+
+
+def test_an_unfinished_run_carries_its_last_value_to_its_budget_and_says_so():
+    # Stopped at 40 of a 100-step budget at success 0.5: ramp 0 -> 0.5 over [0, 40] (10),
+    # then 0.5 carried over [40, 100] (30): 40 / 100.
+    data = _experiment({"r1": ("h1", [0.0, 40.0], [0.0, 0.5])}, budgets={"r1": 100})
+    result = auc_table(data, n_resamples=100)
+    assert result.per_run["r1"] == pytest.approx(0.4)
+    assert any("stop evaluating before their budget" in n for n in result.notes)
+
+
+def test_runs_without_a_budget_param_use_their_last_eval_step_and_say_so():
     data = _experiment({"r1": ("h1", [0.0, 10.0], [0.0, 1.0]), "r2": ("h2", [20.0, 30.0], [1.0, 1.0])})
     result = auc_table(data, n_resamples=100)
+    # r2 holds its first value back to step 0: 1.0 over [0, 30].
     assert result.per_run == pytest.approx({"r1": 0.5, "r2": 1.0})
-    assert any("share no step range" in n for n in result.notes)
+    assert result.budgets == {"r1": 10.0, "r2": 30.0}
+    assert any("no `trainer.train_steps` param" in n for n in result.notes)

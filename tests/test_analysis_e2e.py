@@ -59,36 +59,38 @@ def trapezoid_auc(xs: list[float], ys: list[float]) -> float:
 
 
 def interpolate(xs: list[float], ys: list[float], x: float) -> float:
-    """The piecewise-linear curve through (xs, ys) at x, for x inside [xs[0], xs[-1]]."""
+    """The piecewise-linear curve through (xs, ys) at x, held at its first value before xs[0]
+    and at its last value after xs[-1]."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
     for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False):
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    assert x == xs[0] == xs[-1], f"{x} outside [{xs[0]}, {xs[-1]}]"
-    return ys[0]
+    raise AssertionError(f"{x} not inside [{xs[0]}, {xs[-1]}]")
 
 
 def expected_aucs(client, runs, metric: str = "eval/success_rate") -> dict[str, float]:
     """config_hash -> mean over seeds of the AUC of `metric`, from the raw metric histories.
 
-    Like analysis/auc.py: every curve is re-gridded onto the union of all eval steps inside
-    the range all runs cover (latest first step .. earliest last step), then integrated.
-    Points logged twice at one step are averaged.
+    Like analysis/auc.py: each run on its own, over [0, its trainer.train_steps param]: the
+    curve through its eval points (points logged twice at one step averaged), evaluated at 0,
+    at every eval step inside the budget and at the budget, then integrated and divided by
+    the budget.
     """
-    curves: dict[str, tuple[list[float], list[float]]] = {}
+    per_config: dict[str, list[float]] = defaultdict(list)
     for run in runs:
         by_step: dict[int, list[float]] = defaultdict(list)
         for m in client.get_metric_history(run.info.run_id, metric):
             by_step[m.step].append(m.value)
         steps = sorted(by_step)
         assert len(steps) >= 2, f"run {run.info.run_id} logged {metric} at {steps} only"
-        curves[run.info.run_id] = ([float(s) for s in steps], [sum(by_step[s]) / len(by_step[s]) for s in steps])
-    lo = max(xs[0] for xs, _ in curves.values())
-    hi = min(xs[-1] for xs, _ in curves.values())
-    assert lo < hi, f"the runs share no step range: [{lo}, {hi}]"
-    grid = sorted({lo, hi} | {x for xs, _ in curves.values() for x in xs if lo <= x <= hi})
-    per_config: dict[str, list[float]] = defaultdict(list)
-    for run in runs:
-        xs, ys = curves[run.info.run_id]
+        xs = [float(s) for s in steps]
+        ys = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+        budget = float(run.data.params["trainer.train_steps"])
+        assert budget == TRAIN_STEPS
+        grid = sorted({0.0, budget} | {x for x in xs if 0 < x < budget})
         per_config[run.data.tags["config_hash"]].append(trapezoid_auc(grid, [interpolate(xs, ys, g) for g in grid]))
     return {h: sum(v) / len(v) for h, v in per_config.items()}
 

@@ -19,14 +19,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import empty_store
-from matplotlib.container import BarContainer
+from matplotlib.container import BarContainer, ErrorbarContainer
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis import cli as analysis_cli
 from analysis.auc import auc_table
 from analysis.figures import (
+    EVAL_RETURN_LABEL,
+    NOISE_FREE_GID,
     STEP_LABEL,
+    SUCCESS_LABEL,
     TIME_LABEL,
     applicable,
     build_figures,
@@ -35,9 +38,10 @@ from analysis.figures import (
     figure_noise,
     figure_success,
     figure_tasks,
+    noise_rows,
 )
-from analysis.load import RUN_COLUMNS, load_tidy, prepare
-from analysis.report import build_report
+from analysis.load import RUN_COLUMNS, ExperimentRuns, load_tidy, prepare
+from analysis.report import build_report, render_report, summary_frame
 from core.config import ConfigError
 
 TOTAL = 100_000
@@ -54,6 +58,11 @@ def config_hash(params: dict) -> str:
 def success_curve(skill: float, seed: int, steps: np.ndarray) -> np.ndarray:
     """A deterministic learning curve: faster for higher skill, a little different per seed."""
     return np.clip((skill + 0.05 * seed) * steps / TOTAL * 1.5, 0.0, 1.0)
+
+
+def eval_return_curve(skill: float, seed: int, steps: np.ndarray) -> np.ndarray:
+    """The eval return: rising from the start, well before the first success."""
+    return 50.0 * skill * steps / TOTAL + seed + 1.0
 
 
 class Store:
@@ -87,6 +96,8 @@ class Store:
         agents = int(params["trainer.num_agents"])
         ret_steps = np.arange(5_000, int(steps[-1]) + 1, 5_000)
         metrics = [Metric("eval/success_rate", float(v), 1_000 + int(s), int(s)) for s, v in zip(steps, success, strict=True)]
+        metrics += [Metric("eval/return", float(v), 1_000 + int(s), int(s))
+                    for s, v in zip(steps, eval_return_curve(skill, seed, steps), strict=True)]
         metrics += [Metric("train/episode_return", float(100 * skill * s / TOTAL), 1_000 + int(s), int(s))
                     for s in ret_steps]
         metrics += [Metric("time/wall_s", float(s / (1_000 * agents)), 1_000 + int(s), int(s)) for s in steps]
@@ -158,7 +169,7 @@ def test_tidy_table_has_one_row_per_point_of_training_runs_only(store: Store):
     assert {"metric", "step", "value", "timestamp", "noise.mean", "noise.robust", "trainer.seed"} <= set(tidy.columns)
     assert store.parents["noise"] not in set(tidy["run_id"])
     assert tidy["run_id"].nunique() == 12
-    per_run = 11 + 20 + 11 + 11  # success, return, wall, loss points of one run
+    per_run = 11 + 11 + 20 + 11 + 11  # success, eval return, train return, wall, loss points of one run
     assert len(tidy) == 12 * per_run
     assert not tidy.duplicated(["run_id", "metric", "step"]).any()
     success = tidy[tidy["metric"] == "eval/success_rate"]
@@ -196,24 +207,24 @@ def test_each_experiment_gets_the_figures_its_varied_params_call_for(prepared):
 def test_agents_figure_has_a_column_per_schedule_and_a_line_per_agent_count(prepared):
     fig = figure_agents(prepared["agents"])
     axes = fig.axes
-    assert len(axes) == 4  # 2 rows (return, success) x 2 LR schedules
+    assert len(axes) == 4  # 2 rows (eval return, eval success) x 2 LR schedules
     titles = [ax.get_title() for ax in axes]
     assert titles == ["LR schedule: linear", "LR schedule: log-curve"] * 2
-    assert [ax.get_ylabel() for ax in axes] == ["training episode return"] * 2 + [axes[2].get_ylabel()] * 2
-    assert "success" in axes[2].get_ylabel()
+    assert [ax.get_ylabel() for ax in axes] == [EVAL_RETURN_LABEL] * 2 + [SUCCESS_LABEL] * 2
     for ax in axes:
         assert lines(ax) == ["agents=1 (n=2)", "agents=4 (n=2)"]
         assert ax.get_xlabel() == STEP_LABEL
         assert len(ax.collections) == 2  # one CI band per line
-    # The line is the mean over seeds of the logged curves.
+    # The lines are the mean over seeds of the logged eval return (top) and success (bottom).
     data = prepared["agents"]
     cfg = data.configs[(data.configs["trainer.num_agents"] == 1) & (data.configs["learner.lr_schedule"] == "linear")]
-    expected = np.mean([prepared_curve(data, r) for r in cfg.iloc[0]["run_ids"]], axis=0)
-    np.testing.assert_allclose(axes[2].get_lines()[0].get_ydata(), expected)
+    for ax, metric in ((axes[0], "eval/return"), (axes[2], "eval/success_rate")):
+        expected = np.mean([prepared_curve(data, r, metric) for r in cfg.iloc[0]["run_ids"]], axis=0)
+        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), expected)
 
 
-def prepared_curve(data, run_id: str) -> np.ndarray:
-    rows = data.tidy[(data.tidy["run_id"] == run_id) & (data.tidy["metric"] == "eval/success_rate")]
+def prepared_curve(data, run_id: str, metric: str = "eval/success_rate") -> np.ndarray:
+    rows = data.tidy[(data.tidy["run_id"] == run_id) & (data.tidy["metric"] == metric)]
     return rows.sort_values("step")["value"].to_numpy()
 
 
@@ -228,18 +239,30 @@ def test_agents_time_figure_plots_success_against_wall_clock(prepared):
     assert one.get_xdata()[-1] == pytest.approx(100.0) and four.get_xdata()[-1] == pytest.approx(25.0)
 
 
-def test_noise_figure_is_a_2x2_grid_of_fixed_mean_and_fixed_std_panels(prepared):
+def test_noise_figure_has_eval_return_above_success_for_fixed_mean_and_fixed_std(prepared):
     fig = figure_noise(prepared["noise"])
     axes = fig.axes
-    assert len(axes) == 4
-    top = ["σ=0.1 (n=2)", "σ=1 (n=2)"]
-    bottom = ["μ=0 (n=2)", "μ=10 (n=2)"]
-    assert [lines(ax) for ax in axes] == [top, top, bottom, bottom]
-    assert "noisy" in axes[0].get_title() and "μ = 0 fixed" in axes[0].get_title()
-    assert "robust" in axes[1].get_title() and "median" in axes[1].get_title()
-    assert "σ = 1 fixed" in axes[2].get_title()
+    assert len(axes) == 8  # (return, success) x (μ fixed, σ fixed) rows x (noisy, robust) columns
+    fixed_mean = ["σ=0.1 (n=2)", "σ=1 (n=2)"]
+    fixed_std = ["μ=0 (n=2)", "μ=10 (n=2)"]
+    assert [lines(ax) for ax in axes] == [fixed_mean] * 4 + [fixed_std] * 4
+    assert [ax.get_ylabel() for ax in axes] == ([EVAL_RETURN_LABEL] * 2 + [SUCCESS_LABEL] * 2) * 2
+    for i in (0, 2):
+        assert "noisy" in axes[i].get_title() and "μ = 0 fixed" in axes[i].get_title()
+        assert "robust" in axes[i + 1].get_title() and "median" in axes[i + 1].get_title()
+    assert all("σ = 1 fixed" in ax.get_title() for ax in axes[4:])
     for ax in axes:
         assert ax.get_xlabel() == STEP_LABEL and ax.get_legend() is not None
+        assert reference_lines(ax) == []  # this sweep has no noise-free runs: no reference line
+    # Top panel: the mean eval return of the σ = 0.1 noisy runs, as logged.
+    data = prepared["noise"]
+    cfg = data.configs[(data.configs["noise.std"] == 0.1) & (data.configs["noise.robust"] == "none")]
+    expected = np.mean([prepared_curve(data, r, "eval/return") for r in cfg.iloc[0]["run_ids"]], axis=0)
+    np.testing.assert_allclose(axes[0].get_lines()[0].get_ydata(), expected)
+
+
+def reference_lines(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_gid() == NOISE_FREE_GID]
 
 
 def test_tasks_figure_has_a_bar_per_configuration_of_each_task(prepared):
@@ -258,18 +281,149 @@ def test_tasks_figure_has_a_bar_per_configuration_of_each_task(prepared):
     np.testing.assert_allclose(heights, sorted(table["auc_mean"]))
 
 
-def test_success_figure_has_a_line_per_configuration(prepared):
+def test_success_figure_has_eval_return_on_top_and_success_below(prepared):
     for data in prepared.values():
         fig = figure_success(data)
-        assert len(fig.axes) == 1
-        assert len(fig.axes[0].get_lines()) == len(data.configs)
-    assert lines(figure_success(prepared["dqt"]).axes[0]) == ["all runs (n=2)"]
+        top, bottom = fig.axes  # two rows, one column
+        assert top.get_position().y0 > bottom.get_position().y0
+        assert top.get_ylabel() == EVAL_RETURN_LABEL and bottom.get_ylabel() == SUCCESS_LABEL
+        assert top.get_xlabel() == bottom.get_xlabel() == STEP_LABEL
+        assert len(top.get_lines()) == len(bottom.get_lines()) == len(data.configs)
+        # One legend for both panels: the colours are the same.
+        assert [line.get_color() for line in top.get_lines()] == [line.get_color() for line in bottom.get_lines()]
+        assert top.get_legend() is not None and bottom.get_legend() is None
+    data = prepared["dqt"]
+    top, bottom = figure_success(data).axes
+    assert lines(top) == lines(bottom) == ["all runs (n=2)"]
+    runs = data.configs.iloc[0]["run_ids"]
+    np.testing.assert_allclose(top.get_lines()[0].get_ydata(),
+                               np.mean([prepared_curve(data, r, "eval/return") for r in runs], axis=0))
+    np.testing.assert_allclose(bottom.get_lines()[0].get_ydata(),
+                               np.mean([prepared_curve(data, r) for r in runs], axis=0))
 
 
 def test_iqm_statistic_changes_what_lines_show(prepared):
     fig = build_figures(prepared["noise"], auc_table(prepared["noise"], n_resamples=200), statistic="iqm")
     assert set(fig) == {"success", "noise"}
     assert "IQM" in fig["noise"]._suptitle.get_text()
+
+
+# ---- figures and report.md of hand-built tidy tables (no MLflow) --------------------------
+
+def fabricated(runs: list[tuple[dict, int, float]], name: str = "fab") -> ExperimentRuns:
+    """`prepare` of a tidy table built by hand: (param overrides, seed, skill) per run, each
+    logging eval success and eval return at 6 steps over [0, its trainer.train_steps]."""
+    rows = []
+    for i, (overrides, seed, skill) in enumerate(runs):
+        params = {**BASE, **overrides, "trainer.seed": seed}
+        steps = np.linspace(0, params["trainer.train_steps"], 6)
+        run = {"run_id": f"run{i}", "run_name": f"run{i}", "status": "FINISHED", "start_time": i,
+               "end_time": i + 1, "parent_run_id": None, "config_hash": config_hash(params), "seed": seed,
+               "sweep": name, "profile": "test"}
+        for metric, values in (("eval/success_rate", success_curve(skill, seed, steps)),
+                               ("eval/return", eval_return_curve(skill, seed, steps))):
+            rows += [{**run, "metric": metric, "step": int(x), "value": float(v), "timestamp": int(x), **params}
+                     for x, v in zip(steps, values, strict=True)]
+    return prepare(name, pd.DataFrame(rows))
+
+
+def run_curve(data: ExperimentRuns, run_id: str, metric: str) -> np.ndarray:
+    rows = data.tidy[(data.tidy["run_id"] == run_id) & (data.tidy["metric"] == metric)]
+    return rows.sort_values("step")["value"].to_numpy()
+
+
+def noise_free_ids(data: ExperimentRuns) -> list[str]:
+    runs = data.runs
+    return list(runs["run_id"][(runs["noise.mean"] == 0) & (runs["noise.std"] == 0)])
+
+
+def test_noise_figure_draws_the_noise_free_runs_as_one_reference_line_in_every_panel():
+    runs = [({"noise.mean": 0.0, "noise.std": 0.0, "noise.robust": robust}, seed, 0.9)
+            for robust in ("none", "median") for seed in range(2)]  # the arm: robust is moot
+    runs += [({"noise.mean": mean, "noise.std": std, "noise.robust": robust}, seed, 0.3)
+             for mean, std in ((0.0, 0.1), (0.0, 1.0), (10.0, 1.0)) for robust in ("none", "median")
+             for seed in range(2)]
+    data = fabricated(runs)
+    # σ = 0 is the reference, not a σ of the "μ fixed" row, nor a row of its own.
+    assert noise_rows(data) == [("noise.mean", 0.0, "noise.std"), ("noise.std", 1.0, "noise.mean")]
+    axes = figure_noise(data).axes
+    assert len(axes) == 8
+    reference = noise_free_ids(data)
+    assert len(reference) == 4
+    for i, ax in enumerate(axes):
+        (line,) = reference_lines(ax)  # exactly one, in every panel
+        assert line.get_label() == "noise-free (μ 0, σ 0), n=4"
+        assert line.get_linestyle() == "--" and line.get_color() == "black"
+        metric = "eval/return" if ax.get_ylabel() == EVAL_RETURN_LABEL else "eval/success_rate"
+        np.testing.assert_allclose(line.get_ydata(), np.mean([run_curve(data, r, metric) for r in reference], axis=0))
+        regular = ["σ=0.1 (n=2)", "σ=1 (n=2)"] if i < 4 else ["μ=0 (n=2)", "μ=10 (n=2)"]
+        assert lines(ax) == [*regular, line.get_label()]
+        assert line.get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_the_noise_free_arm_neither_makes_sigma_vary_nor_picks_the_fixed_sigma():
+    # σ is 2 everywhere but in the arm: without the arm σ does not vary, so the only row is
+    # "σ = 2 fixed, μ varies" (the arm's σ = 0 and μ = 0 are not values of the grid).
+    runs = [({"noise.mean": 0.0, "noise.std": 0.0, "noise.robust": robust}, 0, 0.9) for robust in ("none", "median")]
+    runs += [({"noise.mean": mean, "noise.std": 2.0, "noise.robust": robust}, 0, 0.3)
+             for mean in (1.0, 5.0) for robust in ("none", "median")]
+    data = fabricated(runs)
+    assert set(data.varied) >= {"noise.mean", "noise.std"}
+    assert noise_rows(data) == [("noise.std", 2.0, "noise.mean")]
+    axes = figure_noise(data).axes
+    assert len(axes) == 4  # (return, success) x (noisy, robust)
+    for ax in axes:
+        assert "σ = 2 fixed, μ varies" in ax.get_title()
+        assert lines(ax) == ["μ=1 (n=1)", "μ=5 (n=1)", "noise-free (μ 0, σ 0), n=2"]
+    # Without the arm: no reference line.
+    plain = fabricated(runs[2:])
+    assert all(reference_lines(ax) == [] for ax in figure_noise(plain).axes)
+
+
+def test_a_single_seed_gets_no_band_and_no_error_bar():
+    # Task "a": one seed per configuration; task "b": two seeds.
+    runs = [({"trainer.task": task, "noise.robust": robust, "noise.std": 1.0}, seed, 0.4)
+            for task, seeds in (("a", 1), ("b", 2)) for robust in ("none", "median") for seed in range(seeds)]
+    data = fabricated(runs)
+    for ax in figure_success(data).axes:
+        assert len(ax.get_lines()) == 4
+        assert len(ax.collections) == 2  # bands of the two-seed configurations only
+    auc = auc_table(data, n_resamples=200)
+    single = auc.table[auc.table["seeds"] == 1]
+    assert len(single) == 2 and single[["auc_ci_low", "auc_ci_high"]].isna().all().all()
+    one, two = figure_tasks(data, auc).axes
+    assert one.get_title() == "task: a" and two.get_title() == "task: b"
+    for ax, error_bars in ((one, 0), (two, 2)):
+        bars = [bar for c in ax.containers if isinstance(c, BarContainer) for bar in c]
+        assert len(bars) == 2
+        drawn = sum(len(c.lines[2][0].get_segments()) for c in ax.containers if isinstance(c, ErrorbarContainer))
+        assert drawn == error_bars
+    report = render_report(data, auc, [], tracking_uri="sqlite:///x.db", parent_run_id=None, seed=0)
+    rows = {task: [line for line in report.splitlines() if line.startswith("| robust=") and f"task={task} |" in line]
+            for task in ("a", "b")}
+    assert len(rows["a"]) == len(rows["b"]) == 2
+    assert all(line.count("| n/a |") == 2 for line in rows["a"])  # mean and IQM CIs
+    assert all("n/a" not in line for line in rows["b"])
+
+
+def test_report_keeps_runs_of_different_budgets_apart():
+    runs = [({"trainer.train_steps": 40_000, "learner.lr_schedule": lr}, 0, skill)
+            for lr, skill in (("linear", 0.3), ("log-curve", 0.9))]
+    runs += [({"trainer.train_steps": TOTAL, "learner.lr_schedule": lr}, seed, skill)
+             for lr, skill in (("linear", 0.5), ("log-curve", 0.2)) for seed in range(2)]
+    data = fabricated(runs)
+    auc = auc_table(data, n_resamples=200)
+    assert sorted(summary_frame(auc)["budget"]) == [40_000, 40_000, TOTAL, TOTAL]
+    report = render_report(data, auc, [], tracking_uri="sqlite:///x.db", parent_run_id=None, seed=0)
+    assert "**Runs of 2 different budgets** (`trainer.train_steps` = 40,000, 100,000 env steps)" in report
+    short, long = report.split("### Budget 40,000 env steps")[1].split("### Budget 100,000 env steps")
+    assert "| LR=linear, train_steps=40000 |" in short and "| LR=log-curve, train_steps=40000 |" in short
+    assert "train_steps=100000" not in short
+    assert "| LR=linear, train_steps=100000 |" in long and "train_steps=40000" not in long
+    # Each budget names its own best; none is ranked against the other budget's.
+    assert "Highest mean AUC: **LR=log-curve, train_steps=40000**" in short
+    assert "Highest mean AUC: **LR=linear, train_steps=100000**" in long
+    assert report.count("Highest mean AUC") == 2
 
 
 # ---- the command, its files and numbers ---------------------------------------------------
@@ -325,6 +479,8 @@ def test_report_files_and_auc_match_an_independent_computation(store: Store, rep
         assert f"{row['auc_mean']:.3f}" in report
     for fig in data_figures:
         assert f"![{fig}]({fig}.png)" in report
+    assert "[0, 100,000] env steps" in report and "different budgets" not in report
+    assert (summary["budget"] == TOTAL).all()
     if name == "dqt":  # no sweep, no parent run to log to
         assert "parent run" not in report
     else:

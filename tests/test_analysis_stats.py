@@ -48,7 +48,6 @@ def test_bootstrap_ci_is_reproducible_with_a_seed():
 
 
 def test_bootstrap_ci_of_degenerate_samples():
-    assert bootstrap_ci([0.4]) == (0.4, 0.4)
     assert all(math.isnan(v) for v in bootstrap_ci([]))
     lo, hi = bootstrap_ci([0.7, 0.7, 0.7])
     assert lo == pytest.approx(0.7) and hi == pytest.approx(0.7)
@@ -70,8 +69,21 @@ def test_curve_band_is_pointwise():
     assert lo[0] == hi[0] == 0.0  # no spread, no band
     assert lo[1] < center[1] < hi[1]
     assert np.all(lo <= center) and np.all(center <= hi)
-    one = curve_band(curves[:1])
-    np.testing.assert_array_equal(one[1], curves[0])
+
+
+def test_a_single_seed_has_no_confidence_interval():
+    # One seed: nothing to resample, so no CI at all -- not the degenerate [v, v].
+    for statistic in ("mean", "iqm"):
+        lo, hi = bootstrap_ci([0.4], statistic=statistic)
+        assert math.isnan(lo) and math.isnan(hi)
+    s = summarize([0.4])
+    assert s.n == 1 and s.mean == pytest.approx(0.4) and s.iqm == pytest.approx(0.4)
+    assert all(math.isnan(v) for v in (s.ci_low, s.ci_high, s.iqm_ci_low, s.iqm_ci_high))
+    center, lo, hi = curve_band(np.array([[0.0, 0.5, 1.0]]))
+    np.testing.assert_array_equal(center, [0.0, 0.5, 1.0])
+    assert np.isnan(lo).all() and np.isnan(hi).all()
+    # Two equal seeds do have a (zero-width) CI: the spread was measured, and it is nil.
+    assert bootstrap_ci([0.4, 0.4]) == pytest.approx((0.4, 0.4))
 
 
 def test_summarize_reports_mean_iqm_and_their_cis():

@@ -10,12 +10,12 @@ from core.config import ModelConfig
 from core.decode import GreedyDecoder, brute_force_greedy, epsilon_greedy
 from core.model import QTransformer
 
-SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2)
+SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2, zero_init_q_out=False)
 SIZES = {
     "small": (7, 3, SMALL),
-    "small-1head-1layer": (5, 5, ModelConfig(embed_dim=16, num_layers=1, num_heads=2, num_bins=8, num_q_heads=1)),
+    "small-1head-1layer": (5, 5, ModelConfig(embed_dim=16, num_layers=1, num_heads=2, num_bins=8, num_q_heads=1, zero_init_q_out=False)),
     "one-dim": (4, 1, SMALL),
-    "default": (39, 4, ModelConfig()),
+    "default": (39, 4, ModelConfig(zero_init_q_out=False)),
 }
 
 
@@ -126,3 +126,13 @@ def test_epsilon_is_seeded() -> None:
     a = epsilon_greedy(greedy, 0.5, 256, np.random.default_rng(3))
     b = epsilon_greedy(greedy, 0.5, 256, np.random.default_rng(3))
     assert np.array_equal(a, b)
+
+
+def test_greedy_can_act_on_the_mean_of_the_heads() -> None:
+    """`heads="mean"` (the peers' acting) maximises the heads' mean at each dim."""
+    m = make("small", 3).eval()
+    obs = observations(m, 64, 3)
+    bins = GreedyDecoder(m, "mean")(obs)
+    torch.testing.assert_close(m(obs, bins).mean(0).argmax(-1), bins, rtol=0, atol=0)
+    assert torch.equal(bins, brute_force_greedy(m, obs, "mean"))
+    assert not torch.equal(bins, GreedyDecoder(m, "min")(obs))

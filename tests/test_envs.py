@@ -61,7 +61,7 @@ def test_make_env_rejects_bad_names_and_lengths():
     with pytest.raises(ConfigError):
         make_env("no-such-task", seed=0)
     with pytest.raises(ConfigError):
-        make_env("toy-reach", seed=0, max_episode_steps=-1)
+        make_env("toy-reach", seed=0, episode_length=-1)
 
 
 # --- toy-reach ------------------------------------------------------------------------
@@ -161,8 +161,8 @@ def test_toy_reach_terminate_on_success():
     assert len(rewards) <= 8  # the goal is at most 2 / step_size full-speed steps away
 
 
-def test_toy_reach_max_episode_steps_caps():
-    _, rewards, _, _, truncated = rollout(make_env("toy-reach", seed=0, max_episode_steps=5), random_policy)
+def test_toy_reach_episode_length_caps():
+    _, rewards, _, _, truncated = rollout(make_env("toy-reach", seed=0, episode_length=5), random_policy)
     assert len(rewards) == 5 and truncated
 
 
@@ -216,8 +216,8 @@ def test_metaworld_shapes_and_full_length_truncation():
     assert steps == 500 and truncated and not terminated
 
 
-def test_metaworld_max_episode_steps_caps():
-    env = make_env("door-unlock-v3", seed=0, max_episode_steps=20)
+def test_metaworld_episode_length_caps():
+    env = make_env("door-unlock-v3", seed=0, episode_length=20)
     env.reset()
     results = [env.step(env.action_space.sample()) for _ in range(20)]
     ends = [r[2:4] for r in results]
@@ -227,7 +227,7 @@ def test_metaworld_max_episode_steps_caps():
     # reset(seed=...) is honoured although MetaWorld's own reset ignores its seed.
     np.testing.assert_array_equal(env.reset(seed=11)[0], env.reset(seed=11)[0])
     with pytest.raises(ConfigError):
-        make_env("door-unlock-v3", seed=0, max_episode_steps=501)
+        make_env("door-unlock-v3", seed=0, episode_length=501)
 
 
 def test_metaworld_seeds():
@@ -272,9 +272,9 @@ def test_run_eval_episodes_matches_metaworld_evaluation():
         def reset(self, mask):
             pass
 
-    ours = run_eval_episodes(make_env("door-unlock", seed=0, max_episode_steps=50), noisy_expert(), 8)
+    ours = run_eval_episodes(make_env("door-unlock", seed=0, episode_length=50), noisy_expert(), 8)
     vec = gym.vector.SyncVectorEnv(
-        [lambda: make_env("door-unlock", seed=0, max_episode_steps=50).env],  # float64 obs, else equal
+        [lambda: make_env("door-unlock", seed=0, episode_length=50).env],  # float64 obs, else equal
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     success_rate, mean_return, *_ = evaluation(Agent(noisy_expert()), vec, num_episodes=8)

@@ -8,7 +8,7 @@ import torch
 from core.config import ModelConfig
 from core.model import QTransformer
 
-SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2)
+SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2, zero_init_q_out=False)
 
 
 def make(obs_dim: int = 7, n: int = 4, cfg: ModelConfig = SMALL, seed: int = 0) -> QTransformer:
@@ -33,7 +33,7 @@ def test_attributes_and_shapes() -> None:
 
 
 def test_default_config_shapes() -> None:
-    m = make(obs_dim=39, cfg=ModelConfig())
+    m = make(obs_dim=39, cfg=ModelConfig(zero_init_q_out=False))
     obs, bins = batch(m, b=3)
     assert m(obs, bins).shape == (2, 3, 4, 256)
 
@@ -47,7 +47,7 @@ def test_other_action_dims(n: int) -> None:
 
 
 def test_single_q_head() -> None:
-    cfg = ModelConfig(embed_dim=32, num_layers=1, num_heads=4, num_bins=16, num_q_heads=1)
+    cfg = ModelConfig(embed_dim=32, num_layers=1, num_heads=4, num_bins=16, num_q_heads=1, zero_init_q_out=False)
     m = make(cfg=cfg)
     obs, bins = batch(m)
     assert m(obs, bins).shape == (1, 5, 4, 16)
@@ -74,7 +74,7 @@ def test_last_bin_never_read() -> None:
 
 
 def test_first_dim_matches_forward_position_zero() -> None:
-    m = make(obs_dim=39, cfg=ModelConfig()).eval()
+    m = make(obs_dim=39, cfg=ModelConfig(zero_init_q_out=False)).eval()
     obs, bins = batch(m, b=4)
     torch.testing.assert_close(m.first_dim(obs), m(obs, bins)[:, :, 0], rtol=0, atol=1e-6)
 

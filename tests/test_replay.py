@@ -104,3 +104,40 @@ def test_rejects_bad_shapes_and_empty_sampling():
         buf.add_episode(obs[:-1], bins, np.zeros(3), terminated=True)  # final observation missing
     with pytest.raises(ValueError, match="bins must be"):
         buf.add_episode(obs, bins[:, :2], np.zeros(3), terminated=True)
+
+
+def test_return_weighted_sampling_follows_the_peers_rule():
+    """P(episode) = max(return, floor) / sum, then a uniform step inside it: 100k draws."""
+    buf = ReplayBuffer(100, obs_dim=2, action_dims=3, gamma=0.9, n_step=1, sampling="return-weighted",
+                       return_floor=0.5)
+    lengths, rewards = [4, 10, 6, 5], [1.0, 0.2, 0.0, -3.0]  # returns 4, 2, 0, -15
+    start = 0.0
+    for length, r in zip(lengths, rewards, strict=True):
+        obs, bins = episode(length, start)
+        buf.add_episode(obs, bins, np.full(length, r), terminated=False)
+        start += 100.0
+    weights = np.array([4.0, 2.0, 0.5, 0.5])  # floors for the zero and the negative return
+    np.testing.assert_allclose(buf.episode_probabilities(), weights / weights.sum())
+    idx = buf.sample_indices(100_000, np.random.default_rng(0))
+    ep = (buf.obs[idx, 0] // 100).astype(int)
+    freq = np.bincount(ep, minlength=4) / idx.size
+    np.testing.assert_allclose(freq, weights / weights.sum(), atol=0.005)
+    # uniform inside an episode: episode 1's ten steps each get 1/10 of its draws
+    steps = buf.obs[idx[ep == 1], 0] - 100
+    np.testing.assert_allclose(np.bincount(steps.astype(int), minlength=10) / steps.size, 0.1, atol=0.01)
+
+
+def test_return_weighted_sampling_forgets_overwritten_episodes():
+    buf = ReplayBuffer(10, obs_dim=2, action_dims=3, gamma=0.9, n_step=1, sampling="return-weighted")
+    for k, r in enumerate([5.0, 1.0, 1.0]):  # 6 + 4 + 4 steps into 10 slots: the first is half gone
+        length = 6 if k == 0 else 4
+        obs, bins = episode(length, 100.0 * k)
+        buf.add_episode(obs, bins, np.full(length, r), terminated=False)
+    idx = buf.sample_indices(20_000, np.random.default_rng(1))
+    ids = buf.obs[idx, 0]
+    # episode 0 keeps steps 4 and 5 (slots 4, 5), still with its return 30 as weight
+    assert set(np.unique(ids[ids < 100])) == {4.0, 5.0}
+    assert (ids < 100).mean() == pytest.approx(30 / 38, abs=0.01)
+    buf.add_episode(*episode(2, 300.0), np.ones(2), terminated=False)  # overwrites the rest of episode 0
+    ids = buf.obs[buf.sample_indices(5_000, np.random.default_rng(2)), 0]
+    assert (ids >= 100).all()

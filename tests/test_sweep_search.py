@@ -9,13 +9,20 @@ import fake_train as fake
 import optuna
 import pytest
 
-from analysis.auc import normalized_auc
+from analysis.auc import budget_auc, normalized_auc
 from core.config import RunConfig
 from core.tracking import ensure_store
 from sweeps.claims import open_storage
 from sweeps.runner import SweepOptions
 from sweeps.search import run_search, success_auc, suggest
 from sweeps.spec import load_spec
+
+
+def test_success_auc_is_the_reports_auc_over_the_runs_budget():
+    # over [0, 200]: 0 -> 1 linearly on [0, 100], then 1 carried to the budget: (50 + 100) / 200
+    assert success_auc([(0, 0.0), (100, 1.0)], budget=200) == pytest.approx(0.75)
+    history = [(0, 0.0), (40, 0.5), (100, 0.25)]
+    assert success_auc(history, 300) == budget_auc([s for s, _ in history], [v for _, v in history], 300)
 
 
 def test_success_auc_is_the_normalised_trapezoid():
@@ -25,7 +32,7 @@ def test_success_auc_is_the_normalised_trapezoid():
     assert success_auc([(5, 0.4)]) == pytest.approx(0.4)
     assert success_auc([]) == 0.0
     history = [(0, 0.0), (40, 0.5), (100, 0.25)]
-    assert success_auc(history) == normalized_auc([s for s, _ in history], [v for _, v in history])  # the figures' AUC
+    assert success_auc(history) == normalized_auc([s for s, _ in history], [v for _, v in history])
 
 
 def test_suggest_follows_the_config_field_types(tmp_path):
@@ -45,7 +52,7 @@ def test_suggest_follows_the_config_field_types(tmp_path):
 
 def make_spec(tmp_path: Path, space: str, n_trials: int) -> Path:
     path = tmp_path / "search.yaml"
-    path.write_text("name: demo\nbase: {trainer: {task: toy-reach, train_steps: 300}, eval: {every: 100}}\n"
+    path.write_text("name: demo\nbase: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_steps: 100}, eval: {every: 100}}\n"
                     f"seeds: 1\nsearch:\n  n_trials: {n_trials}\n  sampler_seed: 0\n  space:\n    {space}\n"
                     "profiles: {quick: {}}\n")
     return path

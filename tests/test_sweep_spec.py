@@ -14,6 +14,7 @@ GOOD = """\
 name: demo
 base:
   trainer: {task: toy-reach, train_steps: 300}
+  learner: {warmup_steps: 100}
 grid:
   noise.std: [0, 1]
 seeds: 2

@@ -15,20 +15,25 @@ import gymnasium as gym
 
 from core.config import ConfigError
 from core.envs.evaluation import episode_success, run_eval_episodes
-from core.envs.metaworld_env import make_metaworld_env, metaworld_task_ids
-from core.envs.toy_reach import ToyReachEnv, move_to_goal_policy
+from core.envs.metaworld_env import EPISODE_STEPS, benchmark_goals, make_metaworld_env, metaworld_task_ids
+from core.envs.protocol import ActionRepeat
+from core.envs.toy_reach import TOY_EPISODE_STEPS, ToyReachEnv, move_to_goal_policy
 
 TOY_REACH = "toy-reach"
 PAPER_TASKS = ("door-unlock-v3", "hammer-v3", "reach-wall-v3", "plate-slide-v3")
 
 __all__ = [
+    "ActionRepeat",
     "PAPER_TASKS",
     "TASKS",
     "TOY_REACH",
     "ToyReachEnv",
+    "benchmark_goals",
     "canonical_task",
+    "decisions_per_episode",
     "episode_success",
     "make_env",
+    "make_run_env",
     "move_to_goal_policy",
     "run_eval_episodes",
 ]
@@ -67,7 +72,17 @@ def canonical_task(name: str) -> str:
     )
 
 
-def make_env(task: str, seed: int, max_episode_steps: int = 0, terminate_on_success: bool = False) -> gym.Env:
+def make_env(
+    task: str,
+    seed: int,
+    episode_length: int = 0,
+    terminate_on_success: bool = False,
+    *,
+    action_repeat: int = 1,
+    reward_scale: float = 1.0,
+    benchmark_seed: int | None = None,
+    cycle_variants: bool = False,
+) -> gym.Env:
     """A fresh env for ``task`` whose episodes are fixed by ``seed``.
 
     The first ``reset()`` (no seed needed) already gives the seed's first episode; the
@@ -76,17 +91,44 @@ def make_env(task: str, seed: int, max_episode_steps: int = 0, terminate_on_succ
 
     Args:
         task: Any name `canonical_task` accepts.
-        seed: Seeds task variants / goals and the action space.
-        max_episode_steps: If > 0, truncate episodes after this many steps; 0 keeps the
+        seed: Seeds the episode stream (which variant each reset visits) and the action space.
+        episode_length: If > 0, truncate episodes after this many env steps; 0 keeps the
             task's own length (500 for MetaWorld, 30 for toy-reach).
         terminate_on_success: Terminate at the first success (evaluation-style episodes).
+        action_repeat: Env steps per step of the returned env (`ActionRepeat`).
+        reward_scale: Multiplies the summed reward of those env steps.
+        benchmark_seed: MetaWorld: picks the benchmark's 50 goal variants (None: ``seed``);
+            every env of one run passes the same value. Ignored by toy-reach.
+        cycle_variants: MetaWorld: visit the variants in order (evaluation).
     """
     task_id = canonical_task(task)
-    if max_episode_steps < 0:
-        raise ConfigError(
-            f"max_episode_steps must be >= 0 (0 = the task's own length), got {max_episode_steps}"
-        )
+    if episode_length < 0:
+        raise ConfigError(f"episode_length must be >= 0 (0 = the task's own length), got {episode_length}")
     if task_id == TOY_REACH:
-        kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps > 0 else {}
-        return ToyReachEnv(seed=seed, terminate_on_success=terminate_on_success, **kwargs)
-    return make_metaworld_env(task_id, seed, max_episode_steps, terminate_on_success)
+        kwargs = {"max_episode_steps": episode_length} if episode_length > 0 else {}
+        env: gym.Env = ToyReachEnv(seed=seed, terminate_on_success=terminate_on_success, **kwargs)
+    else:
+        env = make_metaworld_env(task_id, seed, episode_length, terminate_on_success, benchmark_seed,
+                                 cycle_variants)
+    return ActionRepeat(env, action_repeat, reward_scale) if action_repeat > 1 or reward_scale != 1.0 else env
+
+
+def decisions_per_episode(task: str, episode_length: int, action_repeat: int) -> int:
+    """Decisions (steps of the protocol env) in one episode; the env steps must divide evenly."""
+    steps = episode_length or (TOY_EPISODE_STEPS if canonical_task(task) == TOY_REACH else EPISODE_STEPS)
+    if steps % action_repeat:
+        raise ConfigError(f"env.episode_length: the episode's {steps} env steps are not a multiple of "
+                          f"env.action_repeat ({action_repeat})")
+    return steps // action_repeat
+
+
+def make_run_env(cfg: Any, seed: int, evaluation: bool = False) -> gym.Env:
+    """An env of run `cfg` (a `RunConfig`) under its protocol and its one benchmark.
+
+    Every lane and the evaluator of a run share the MT1 benchmark of ``trainer.seed``;
+    ``seed`` only orders the episodes. Evaluation envs stop at the first success and
+    visit the benchmark's variants in turn (MetaWorld's evaluation convention).
+    """
+    return make_env(cfg.trainer.task, seed, cfg.env.episode_length, terminate_on_success=evaluation,
+                    action_repeat=cfg.env.action_repeat, reward_scale=cfg.env.reward_scale,
+                    benchmark_seed=cfg.trainer.seed, cycle_variants=evaluation)

@@ -6,11 +6,16 @@ Facts about the installed package (metaworld 3.1.x) that this module relies on:
   50 task variants (goal / object positions, MetaWorld's ``rand_vec``) are drawn from
   ``s``, seeds the env's generator with ``s``, and wraps the env in
   ``RandomTaskSelectWrapper``: every ``reset()`` picks one of the 50 variants with that
-  generator.  So different seeds give different initial states and the same seed
-  replays the same sequence of episodes.  The physics itself is deterministic.
+  generator.  The physics itself is deterministic.
+- One run is one benchmark: every lane and the evaluator build the MT1 of the run's seed
+  (``benchmark_seed``), so they hold the same 50 variants, and each env's generator is
+  then re-seeded with its own ``seed`` (``SawyerXYZEnv.seed``), so lanes visit those
+  variants in different orders.  MetaWorld evaluates on the benchmark's own training
+  tasks; ``cycle_variants`` visits them in order 0, 1, ..., 49, 0, ... instead of at
+  random, so evaluations cover every variant equally.
 - ``SawyerXYZEnv.reset(seed=...)`` ignores its seed; `_MetaWorldAdapter` makes
   ``reset(seed=s)`` re-seed the variant choice (the 50 variants stay those of the
-  construction seed), so the gymnasium contract holds.
+  benchmark), so the gymnasium contract holds.
 - Observations are float64 and the advertised observation space is stale (the goal
   slots have low = high = 0, although MT1 fills them in), so gymnasium's passive env
   checker warns on every step; the adapter casts to float32 and declares a correct space.
@@ -46,10 +51,16 @@ def metaworld_task_ids() -> tuple[str, ...]:
 
 
 class _MetaWorldAdapter(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
-    """float32 observations with an honest space, and a ``reset(seed=...)`` that works."""
+    """float32 observations with an honest space, a ``reset(seed=...)`` that works, and
+    optionally variants visited in order (evaluation)."""
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, cycle_variants: bool = False) -> None:
         super().__init__(env)
+        self.tasks = env.get_wrapper_attr("tasks")  # the benchmark's variants
+        self.cycle_variants = cycle_variants
+        self.next_variant = 0
+        if cycle_variants:
+            env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
         # The env advertises the space of its construction-time (goal-hidden) settings,
         # goal bounds all zero; MT1 shows the goal, whose bounds are the goal space's.
         base = env.unwrapped
@@ -66,6 +77,9 @@ class _MetaWorldAdapter(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarr
             # The task-variant choice draws from the base env's generator; MetaWorld's
             # own reset ignores `seed`, so re-seed that generator here.
             self.env.unwrapped.seed(seed)
+        if self.cycle_variants:
+            self.env.unwrapped.set_task(self.tasks[self.next_variant % len(self.tasks)])
+            self.next_variant += 1
         obs, info = self.env.reset(options=options)
         return obs.astype(np.float32), info
 
@@ -74,17 +88,31 @@ class _MetaWorldAdapter(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         return obs.astype(np.float32), float(reward), bool(terminated), bool(truncated), info
 
 
+def benchmark_goals(env: gym.Env) -> np.ndarray:
+    """The ``rand_vec`` (goal and object positions) of each of the env's 50 variants: [50, d]."""
+    import pickle
+
+    return np.stack([pickle.loads(t.data)["rand_vec"] for t in env.get_wrapper_attr("tasks")])
+
+
 def make_metaworld_env(
-    task_id: str, seed: int, max_episode_steps: int = 0, terminate_on_success: bool = False
+    task_id: str,
+    seed: int,
+    max_episode_steps: int = 0,
+    terminate_on_success: bool = False,
+    benchmark_seed: int | None = None,
+    cycle_variants: bool = False,
 ) -> gym.Env:
     """One MetaWorld v3 MT1 env for ``task_id`` (a canonical id such as ``door-unlock-v3``).
 
     Args:
         task_id: A v3 task id of the installed package.
-        seed: Picks the 50 task variants and the order in which resets visit them.
+        seed: The order in which resets visit the variants.
         max_episode_steps: If > 0, truncate episodes after this many steps (<= 500).
         terminate_on_success: Terminate at the first success (MetaWorld's evaluation
             setting); False while training, as MetaWorld advises.
+        benchmark_seed: Picks the 50 task variants (None: ``seed``); envs of one run share it.
+        cycle_variants: Visit the variants in order instead of at random (evaluation).
     """
     if task_id not in metaworld_task_ids():
         raise ConfigError(f"unknown MetaWorld v3 task '{task_id}'")
@@ -104,9 +132,11 @@ def make_metaworld_env(
     env = gym.make(
         spec,
         env_name=task_id,
-        seed=seed,
+        seed=seed if benchmark_seed is None else benchmark_seed,
         terminate_on_success=terminate_on_success,
         # The checker only repeats warnings caused by the stale observation space.
         disable_env_checker=True,
     )
-    return _MetaWorldAdapter(env)
+    if benchmark_seed is not None:
+        env.unwrapped.seed(seed)  # same variants, this env's own visiting order
+    return _MetaWorldAdapter(env, cycle_variants)

@@ -14,6 +14,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+TOY_EPISODE_STEPS = 30
+"""toy-reach's own episode length."""
+
 
 class ToyReachEnv(gym.Env[np.ndarray, np.ndarray]):
     """Move a point in the box [-1, 1]^dim onto a goal drawn at reset.
@@ -48,7 +51,7 @@ class ToyReachEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(
         self,
         seed: int | None = None,
-        max_episode_steps: int = 30,
+        max_episode_steps: int = TOY_EPISODE_STEPS,
         terminate_on_success: bool = False,
         dim: int = 4,
         step_size: float = 0.25,
