@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
-JOBS ?= 2
+JOBS ?= 3
 TRACKING_URI ?= sqlite:///mlflow.db
 PORT ?= 5000
 

@@ -25,6 +25,7 @@ from core.noise import RewardNoise
 from core.procutil import become_child_of_run, exit_now, parent_alive
 from core.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
 from core.schedules import epsilon
+from core.seeding import generator
 from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
 
@@ -50,6 +51,7 @@ class AgentChannels:
     to_learner: Any  # Connection: ("episode", lane, slot, ...) and finally ("done", agent_id)
     from_learner: Any  # Connection: (lane, slot) handed back to the agent
     stop: Any  # mp.Event
+    steps_before: int = 0  # env steps the run had taken before this start (--resume)
 
 
 def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int, stream: int = 0) -> None:
@@ -65,12 +67,13 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
     repeat = cfg.env.action_repeat
     slots = EpisodeSlots(lay, ch.slot_names)
     claimed = np.frombuffer(ch.claimed, dtype=np.int64)
-    rng = np.random.default_rng([tr.seed, agent_id, stream])
-    noise = RewardNoise(cfg.noise, np.random.default_rng([tr.seed, agent_id, stream, 1]))
+    rng = generator(tr.seed, "explore", agent_id, stream)
+    noise = RewardNoise(cfg.noise, generator(tr.seed, "noise", agent_id, stream))
     decay = ex.decay_fraction * tr.train_steps
     policy = ExplorationPolicy(
         decoder, cfg.model.num_bins, lay.action_dims, rng, cfg.learner.warmup_steps,
-        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: int(claimed.sum()) * repeat,
+        # the run's global env-step clock: steps before a resume + decisions claimed since
+        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: ch.steps_before + int(claimed.sum()) * repeat,
         ex.dim_redraw_prob,
     )
     arrays = [LaneArrays(slots.arrays["obs"][lane], slots.arrays["bins"][lane], slots.arrays["rewards"][lane])
@@ -104,7 +107,7 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
         rewards = arrays[i].rewards[slot, : st.length]
         rewards[:] = noise(rewards)  # DQT eq. 13/15: training rewards only, evaluation stays clean
         ch.to_learner.send(("episode", lanes[i], slot, st.length, st.terminated, st.true_return, st.success,
-                            version, policy.last_epsilon, (agent_id, os.getpid(), st.t_start, st.t_end)))
+                            ch.board.pulled_updates, policy.last_epsilon, (agent_id, os.getpid(), st.t_start, st.t_end)))
 
     try:
         run_lanes(envs, policy, cfg.model.num_bins, arrays, claim, next_slot, episode_done, time.time)

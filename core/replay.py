@@ -184,6 +184,28 @@ class ReplayBuffer:
             self._episodes.popleft()  # fully overwritten
         self._episode_table = None
 
+    # ---- checkpoint / resume ----------------------------------------------------------
+    ARRAYS = ("obs", "next_obs", "bins", "ret", "discount", "mc_return")
+
+    def state_dict(self) -> dict:
+        """The stored transitions and bookkeeping (copies), for a checkpoint."""
+        n = self._size
+        return {"arrays": {k: getattr(self, k)[:n].copy() for k in self.ARRAYS},
+                "ptr": self._ptr, "size": n, "written": self._written, "episodes": list(self._episodes),
+                "episodes_added": self.episodes_added, "transitions_added": self.transitions_added}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict` into a buffer of the same capacity and shapes."""
+        n = int(state["size"])
+        if n > self.capacity:
+            raise ValueError(f"the saved replay holds {n} transitions, more than this buffer's {self.capacity}")
+        for k in self.ARRAYS:
+            getattr(self, k)[:n] = state["arrays"][k]
+        self._ptr, self._size, self._written = int(state["ptr"]), n, int(state["written"])
+        self._episodes = deque(tuple(e) for e in state["episodes"])
+        self._episode_table = None
+        self.episodes_added, self.transitions_added = int(state["episodes_added"]), int(state["transitions_added"])
+
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """Slot indices of a minibatch (with replacement), by the buffer's sampling rule."""
         if self._size == 0:

@@ -37,6 +37,7 @@ from core.evaluator import eval_main
 from core.learner import Learner
 from core.progress import Progress
 from core.replay import ReplayBuffer
+from core.seeding import generator, torch_seed
 from core.tracking import RunTracker
 from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
@@ -132,6 +133,11 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
         from core.resume import load_resume_point
 
         point = load_resume_point(tracking.uri, tracking.resume_run_id)
+        if cfg is not None:  # checked before the run is reopened, so a refused resume leaves it as it was
+            changed = config_changes(resolve(point.cfg), resolve(cfg))
+            if changed:
+                raise ConfigError(f"--resume {tracking.resume_run_id}: the config differs from the run's "
+                                  f"({'; '.join(changed[:3])}); resume with the run's own config")
         cfg, checkpoint = cfg or point.cfg, point.checkpoint
         tracking = replace(tracking, experiment=point.experiment)
     cfg = resolve(cfg)
@@ -154,6 +160,12 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
     except Exception as exc:  # noqa: BLE001 - any failure ends the run FAILED with its reason
         return _end(run, tracker, "FAILED", f"{type(exc).__name__}: {exc}")
     return _end(run, tracker, "FINISHED")
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    """``key: old -> new`` for every field that differs."""
+    a, b = old.to_flat(), new.to_flat()
+    return [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
 
 
 def _end(run: _Run | None, tracker: RunTracker, status: str, reason: str | None = None) -> TrainResult:
@@ -192,7 +204,7 @@ class _Run:
                                               / self.repeat))
         if device.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - self.n_agents))
-        torch.manual_seed(tr.seed)
+        torch.manual_seed(torch_seed(tr.seed))
         self.learner = Learner(spec.obs_dim, spec.action_dims, cfg, device=device,
                                total_updates=self.total_updates, num_agents=self.n_agents)
         self.env_steps = 0  # received by the learner: the x-axis of every metric
@@ -204,7 +216,12 @@ class _Run:
             self.resumes = int(checkpoint.get("resumes", 0)) + 1
         self.replay = ReplayBuffer(min(lc.replay_capacity, tr.train_steps // self.repeat), spec.obs_dim,
                                    spec.action_dims, lc.gamma, lc.n_step, lc.replay_sampling, lc.replay_return_floor)
-        self.rng = np.random.default_rng([tr.seed, 7, self.resumes])
+        self.rng = generator(tr.seed, "replay")
+        if checkpoint is not None and "replay" in checkpoint:  # --resume trains on the same data, same draws
+            self.replay.load_state_dict(checkpoint["replay"])
+            self.rng.bit_generator.state = checkpoint["replay_rng"]
+        self.steps_before = self.env_steps  # the global env-step clock of epsilon and warm-up goes on from here
+        self.held: list[tuple[int, int, int]] = []  # async slots (agent, lane, slot) held back by the backlog bound
         # Each lane gets a fixed share of the remaining decisions: no shared counter to lock.
         self.quota = split_budget((tr.train_steps - self.env_steps) // self.repeat, self.n_lanes)
         self.delivered = [0] * self.n_lanes  # decisions per lane received
@@ -233,7 +250,7 @@ class _Run:
                                  self.spec.obs_dim, self.spec.action_dims)
         self.slots = EpisodeSlots(self.layout)
         self.board = WeightBoard(sum(p.numel() for p in self.learner.model.parameters()), self.ctx)
-        self.board.publish(self.learner.model)
+        self.board.publish(self.learner.model, self.learner.updates)
         self.claimed = self.ctx.RawArray("q", self.n_lanes)
         self.stop = self.ctx.Event()
         self.eval_requests, self.eval_results = self.ctx.Queue(), self.ctx.Queue()
@@ -252,7 +269,7 @@ class _Run:
         up_r, up_w = self.ctx.Pipe(duplex=False)
         down_r, down_w = self.ctx.Pipe(duplex=False)
         ch = AgentChannels(self.layout, self.slots.names, self.board, self.claimed, self.quota, lanes, up_w,
-                           down_r, self.stop)
+                           down_r, self.stop, self.steps_before)
         proc = self.ctx.Process(target=agent_main, name=f"dqt-agent{a}", daemon=True,
                                 args=(a, self.cfg, ch, os.getpid(), stream))
         proc.start()
@@ -276,6 +293,7 @@ class _Run:
         if self.restarts >= limit:
             raise RuntimeError(f"agent {a} died (exit code {code}) and the restart limit ({limit}) is reached")
         self.restarts += 1
+        self.held = [h for h in self.held if h[0] != a]  # the new agent gets every slot of its lanes anew
         for conn in (agent.reader, agent.writer):
             conn.close()
         claimed = np.frombuffer(self.claimed, dtype=np.int64)
@@ -344,6 +362,7 @@ class _Run:
                 self.handle(msg)
             if not ready and owed and not sync:
                 self.train_updates(min(owed, 4))
+                self.release_slots()
             self.maybe_request_eval()
             self.collect_evals(block=False)
             if time.monotonic() - last_log >= LOG_INTERVAL_S:
@@ -356,7 +375,7 @@ class _Run:
         if msg[0] == "done":
             self.done_agents.add(msg[1])
             return
-        _, lane, slot, length, terminated, true_return, success, version, eps, (agent, pid, t0, t1) = msg
+        _, lane, slot, length, terminated, true_return, success, weights_updates, eps, (agent, pid, t0, t1) = msg
         self.agent_log.record(agent, pid, length * self.repeat, t0, t1)
         arr = self.slots.arrays
         self.replay.add_episode(arr["obs"][lane, slot, : length + 1], arr["bins"][lane, slot, :length],
@@ -364,19 +383,30 @@ class _Run:
         self.env_steps += length * self.repeat
         self.delivered[lane] += length
         self.episodes += 1
-        self.window.episode(self.board.version - version, eps)
+        # policy lag, the same in both modes: learner updates made since the weights the episode acted with
+        self.window.episode(self.learner.updates - weights_updates, eps)
         self.tracker.log_metrics({"train/episode_return": true_return, "train/success": float(success)},
                                  step=self.env_steps)
         if self.cfg.trainer.mode == "sync":  # the paper: train on the episode, publish, then let it go on
             self.train_updates(self.updates_owed())
-        try:
-            self.agents[agent].writer.send((lane, slot))
-        except OSError:  # the agent has exited (finished or died); a restarted one gets every slot anew
-            pass
+        self.held.append((agent, lane, slot))
+        self.release_slots()
         every = self.cfg.trainer.checkpoint_every
         if every and self.env_steps // every > self.ckpt_mark:
             self.ckpt_mark = self.env_steps // every
             self.save_checkpoint()
+
+    def release_slots(self) -> None:
+        """Hand held slots back, unless (async) the learner owes more updates than the backlog bound."""
+        bound = self.cfg.trainer.max_update_backlog
+        if bound and self.updates_owed() > bound:
+            return
+        for agent, lane, slot in self.held:
+            try:
+                self.agents[agent].writer.send((lane, slot))
+            except (OSError, KeyError):  # the agent has exited (finished or died); a restarted one gets every slot anew
+                pass
+        self.held.clear()
 
     def updates_owed(self) -> int:
         lc = self.cfg.learner
@@ -396,7 +426,7 @@ class _Run:
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{exc} (env step {self.env_steps})") from None
             self.window.update(metrics)
-        self.board.publish(self.learner.model)
+        self.board.publish(self.learner.model, self.learner.updates)
 
     # ---- evaluation ---------------------------------------------------------------------
     def maybe_request_eval(self, force: bool = False) -> None:
@@ -432,6 +462,7 @@ class _Run:
         now = time.monotonic()
         metrics = self.window.flush(now, self.env_steps, self.learner.updates, final)
         metrics["time/wall_s"] = self.wall_s()
+        metrics["perf/update_backlog"] = self.updates_owed()  # async: bounded by trainer.max_update_backlog
         self.tracker.log_metrics(metrics, step=self.env_steps)
         self.progress.update(self.env_steps, metrics["perf/env_steps_per_s"], metrics["perf/updates_per_s"],
                              self.last_success, force=final)
@@ -441,9 +472,11 @@ class _Run:
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint and log it as the run's `checkpoint/` artifact (replaced each time)."""
-        path = save_checkpoint(self.ckpt_dir / CHECKPOINT_FILE, self.learner.state_dict(), self.env_steps,
-                               {"episodes": self.episodes, "resumes": self.resumes, "wall_s": self.wall_s(),
-                                "config": self.cfg.to_flat()})
+        extra = {"episodes": self.episodes, "resumes": self.resumes, "wall_s": self.wall_s(),
+                 "config": self.cfg.to_flat()}
+        if self.cfg.trainer.checkpoint_replay:
+            extra |= {"replay": self.replay.state_dict(), "replay_rng": self.rng.bit_generator.state}
+        path = save_checkpoint(self.ckpt_dir / CHECKPOINT_FILE, self.learner.state_dict(), self.env_steps, extra)
         self.tracker.log_artifact(str(path), "checkpoint")
 
     def finish(self) -> None:

@@ -100,21 +100,26 @@ class WeightBoard:
         self.numel = numel
         self.vector = torch.zeros(numel, dtype=torch.float32).share_memory_()
         self.seq = ctx.Value(ctypes.c_int64, 0, lock=False)
+        self._updates = ctx.Value(ctypes.c_int64, 0, lock=False)  # learner updates behind the weights
+        self.pulled_updates = 0  # reader side: learner updates behind the weights last pulled
 
     @property
     def version(self) -> int:
         """Number of publishes so far."""
         return int(self.seq.value) // 2
 
-    def publish(self, model: torch.nn.Module) -> int:
+    def publish(self, model: torch.nn.Module, updates: int = 0) -> int:
+        """Write `model`'s weights, made by `updates` learner updates; returns the new version."""
         flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach().to("cpu")
         self.seq.value += 1  # odd: a write is in progress
         self.vector.copy_(flat)
+        self._updates.value = updates
         self.seq.value += 1
         return self.version
 
     def pull(self, model: torch.nn.Module, have: int) -> int:
-        """Copy the weights into `model` if a newer version exists; return the version held."""
+        """Copy the weights into `model` if a newer version exists; return the version held
+        (and keep the learner updates behind it in `pulled_updates`)."""
         while True:
             start = int(self.seq.value)
             if start // 2 == have:
@@ -123,5 +128,7 @@ class WeightBoard:
                 time.sleep(0.0005)
                 continue
             load_flat(model, self.vector)
+            updates = int(self._updates.value)
             if int(self.seq.value) == start:
+                self.pulled_updates = updates
                 return start // 2

@@ -80,20 +80,42 @@ def add_train_parser(sub) -> None:
     p.set_defaults(handler=cmd_train)
 
 
+def check_store_args(args: argparse.Namespace) -> str:
+    """The resolved tracking URI, once the flags that name things in the store make sense.
+
+    Runs before anything opens the store: opening a SQLite URI creates ``mlflow.db``, so
+    bad input (an empty experiment name, a run to resume or attach to in a store that does
+    not exist yet) must fail here, leaving no empty database behind.
+    """
+    from core.tracking import resolve_tracking_uri, sqlite_path
+
+    if not args.experiment.strip():
+        raise ConfigError(f"--experiment must name an MLflow experiment, got {args.experiment!r}")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    db = sqlite_path(uri)
+    for flag, run_id in (("--resume", args.resume), ("--parent-run-id", args.parent_run_id)):
+        if run_id is None:
+            continue
+        if not run_id.strip():
+            raise ConfigError(f"{flag} must name a run id, got {run_id!r}")
+        if db is not None and not db.exists():
+            raise ConfigError(f"{flag} {run_id}: no such run: the tracking store {db} does not exist")
+    return uri
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.list_config:
         for key, value in RunConfig().to_flat().items():
             print(f"{key} = {value!r}\n    {field_docs()[key]}")
         return 0
+    uri = check_store_args(args)
     given = args.config or args.set or any(getattr(args, name) is not None for name in TRAIN_FLAGS)
     # --resume alone continues with the run's own config; with a config, it must match the run's.
     cfg = resolve_train_config(args) if given or not args.resume else None
-    from core.tracking import resolve_tracking_uri
     from core.trainer import TrackingOptions, resolve, train
 
     if cfg is not None:
         cfg = resolve(cfg)  # unknown task -> ConfigError before the store is touched
-    uri = resolve_tracking_uri(args.tracking_uri)
     opts = TrackingOptions(uri=uri, experiment=args.experiment, run_name=args.run_name,
                            parent_run_id=args.parent_run_id, tags=parse_tags(args.tag), resume_run_id=args.resume)
     result = train(cfg, opts, progress=not args.quiet)

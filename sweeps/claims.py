@@ -77,6 +77,20 @@ class Owner:
         return now != "Z" and (not self.started or not now or now == self.started)
 
 
+def parent_tags(owner: Owner) -> dict[str, str]:
+    """What a sweep's parent run records of the process that started it (`parent_owner`)."""
+    return {"dqt.worker": owner.token, "dqt.host": owner.host, "dqt.pid": str(owner.pid)}
+
+
+def parent_owner(tags: dict[str, str]) -> Owner | None:
+    """The process that started a parent run: its ``dqt.worker`` token (host, pid and start
+    time), else its ``dqt.host`` + ``dqt.pid`` tags; None when the run records neither."""
+    owner = Owner.parse(tags.get("dqt.worker"))
+    if owner is None and tags.get("dqt.host") and tags.get("dqt.pid", "").isdigit():
+        owner = Owner(tags["dqt.host"], int(tags["dqt.pid"]))
+    return owner
+
+
 def _start_time(pid: int) -> str:
     """Clock ticks since boot at which `pid` started ("Z" for a zombie, "" without /proc)."""
     try:

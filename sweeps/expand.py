@@ -76,12 +76,12 @@ def expand(spec: Spec) -> list[Point]:
 def varied_keys(points: list[Point]) -> list[str]:
     """The grid keys whose value differs between points, in first-seen order; these are
     the columns of the dry-run table and the words of run names."""
-    order: dict[str, set[str]] = {}
-    for point in points:
-        for key, value in point.varied:
-            order.setdefault(key, set()).add(repr(value))
-    changing = [k for k, values in order.items() if len(values) > 1]
-    return changing or list(order)
+    keys = list(dict.fromkeys(key for point in points for key, _ in point.varied))
+    # a key set by one grid only (the ablation's `env.action_repeat: [1]`) still differs from the
+    # base value the other points keep, so compare the points' whole configs
+    flats = [point.config.to_flat() for point in points]
+    changing = [k for k in keys if len({repr(f[k]) for f in flats}) > 1]
+    return changing or keys
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -93,8 +93,8 @@ def short_names(keys: list[str]) -> dict[str, str]:
 def run_name(point: Point, keys: list[str]) -> str:
     """A readable MLflow run name, e.g. ``std=5 robust=median seed=0``."""
     names = short_names(keys)
-    values = dict(point.varied)
-    parts = [f"{names[k]}={_fmt(values[k])}" for k in keys if k in values]
+    flat = point.config.to_flat()
+    parts = [f"{names[k]}={_fmt(flat[k])}" for k in keys]
     return " ".join([*parts, f"seed={point.seed}"])
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.tracking import resolve_tracking_uri
-from sweeps.claims import Claim, ClaimQueue, default_storage, study_name
+from sweeps.claims import Claim, ClaimQueue, Owner, default_storage, parent_owner, parent_tags, study_name
 from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
     EXIT_INTERRUPTED,
@@ -108,6 +108,7 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     uri = resolve_tracking_uri(opts.tracking_uri)
     queue = ClaimQueue(opts.storage or default_storage(uri), study_name("sweep", spec), opts.stale_after_s)
     store = Store(uri, spec.name)
+    end_dead_parents(store, spec, stream)
     stored = store.runs()
     finished = {p.key for p in points if point_status(stored.get(p.key, [])) == "FINISHED"}
     if not opts.worker:
@@ -127,7 +128,7 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
             result.parent_run_id = store.start_parent(
                 f"{spec.label} sweep",
                 tags={"dqt.role": "parent", "sweep": spec.name, "profile": spec.profile or "",
-                      "dqt.worker": queue.owner.token, "dqt.spec": spec.path},
+                      **parent_tags(queue.owner), "dqt.spec": spec.path},
                 params={"points": len(points), "jobs": opts.jobs, "storage": opts.storage or default_storage(uri)})
         return result.parent_run_id
 
@@ -185,6 +186,30 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def end_dead_parents(store: Store, spec: Spec, stream: TextIO) -> list[str]:
+    """Mark KILLED the parent runs of this sweep and profile left RUNNING by a `dqt sweep`
+    that died without ending them (SIGKILL, a crash, the machine going down).
+
+    A parent is dead when the process it records (tags ``dqt.worker`` / ``dqt.host`` +
+    ``dqt.pid``) is on this host and no longer alive (or its pid now belongs to another
+    process); parents of live sweeps, of other hosts (unknowable here) and without those tags
+    are left alone.  Returns the ids of the runs ended.
+    """
+    me = Owner.of()
+    ended = []
+    for run in store.running_parents(spec.name, spec.profile or ""):
+        owner = parent_owner(run.tags)
+        if owner is None or owner.alive() is not False:
+            continue
+        store.kill_parent(run.run_id, f"sweep process {owner.host}:{owner.pid} gone; "
+                                      f"ended by the sweep {me.host}:{me.pid}")
+        ended.append(run.run_id)
+    if ended:
+        print(f"{spec.label}: {len(ended)} parent run(s) of dead sweeps marked KILLED: {', '.join(ended)}",
+              file=stream)
+    return ended
 
 
 def _wait_for_queue(queue: ClaimQueue, wait_s: float, stream: TextIO) -> None:

@@ -30,12 +30,13 @@ from sweeps.claims import (
     default_storage,
     ensure_study,
     open_storage,
+    parent_tags,
     reap_stale,
     study_name,
 )
 from sweeps.expand import Point
 from sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
-from sweeps.runner import SweepOptions
+from sweeps.runner import SweepOptions, end_dead_parents
 from sweeps.spec import SEED_KEY, SearchParam, Spec
 from sweeps.store import Store, point_status
 
@@ -109,6 +110,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     study_id = storage.get_study_id_from_name(name)
     owner = Owner.of()
     store = Store(uri, spec.name)
+    end_dead_parents(store, spec, stream)
     base = RunConfig.from_flat(spec.base, where=f"{spec.path}: base: ")
     result = SearchResult()
     progress = SweepProgress(spec.label, search.n_trials * len(spec.seeds), jobs=opts.jobs, stream=stream)
@@ -121,7 +123,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
             result.parent_run_id = store.start_parent(
                 f"{spec.label} search",
                 tags={"dqt.role": "parent", "sweep": spec.name, "profile": spec.profile or "",
-                      "dqt.mode": "search", "dqt.worker": owner.token, "dqt.spec": spec.path, "optuna.study": name},
+                      "dqt.mode": "search", **parent_tags(owner), "dqt.spec": spec.path, "optuna.study": name},
                 params={"n_trials": search.n_trials, "direction": search.direction, "metric": search.metric,
                         "jobs": opts.jobs})
         return result.parent_run_id

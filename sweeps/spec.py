@@ -17,15 +17,19 @@ A spec is data, not code (DESIGN §6)::
       space: {learner.lr: {low: 1.0e-5, high: 1.0e-3, log: true}, learner.n_step: {choices: [1, 3]}}
       n_trials: 30
 
-Every mistake raises one `ConfigError` line naming the file and the key, e.g.
-``sweeps/x.yaml: grid: unknown config key 'noise.sdt' (did you mean 'noise.std'?)``.
-Values are checked here as far as one key can be checked alone; `sweeps.expand` then
-builds and validates every point with `RunConfig.from_flat`.
+Every mistake raises one `ConfigError` line ``FILE: WHERE: WHAT`` naming the file and the
+key, e.g. ``sweeps/x.yaml: grid: unknown config key 'noise.sdt' (did you mean 'noise.std'?)``
+or ``sweeps/x.yaml: profiles.paper: grids[1]: noise.std must be >= 0 (got -5.0)``.
+A key written twice in one mapping is an error too (plain YAML keeps the last silently).
+Every profile is resolved and every configuration of its grids built with
+`RunConfig.from_flat` on every load, whichever profile runs, so an impossible value in
+``paper`` fails the ``quick`` run too; `sweeps.expand` then builds the chosen profile's points.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import typing
 from collections.abc import Iterable, Mapping
@@ -49,6 +53,47 @@ TASK_KEY = "trainer.task"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 Scalar = str | int | float | bool
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last).
+
+    Keys brought in by a ``<<: *anchor`` merge may be overridden, as YAML intends; only keys
+    written out in the same mapping count."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKey(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, shown: str) -> Any:
+    """Parse spec text; malformed YAML or a duplicate key is one `ConfigError` line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as dup:
+        raise ConfigError(f"{shown}: line {dup.line}: duplicate key '{dup.key}' (first given on line "
+                          f"{dup.first}; give each key once)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{shown}: not valid YAML ({' '.join(str(exc).split())})") from None
 
 
 @dataclass(frozen=True)
@@ -119,11 +164,7 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read sweep spec ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{shown}: not valid YAML ({' '.join(str(exc).split())})") from None
-    return parse_spec(data, shown, profile)
+    return parse_spec(load_yaml(text, shown), shown, profile)
 
 
 def parse_spec(data: Any, path: str, profile: str | None = None) -> Spec:
@@ -154,18 +195,37 @@ def parse_spec(data: Any, path: str, profile: str | None = None) -> Spec:
     elif profile not in profiles:
         known = ", ".join(map(str, profiles)) or "none defined"
         raise ConfigError(f"{path}: profiles: unknown profile '{profile}' (profiles: {known})")
-    merged, origin = _apply_profile(data, profiles.get(profile) if profile else None, profile)
+    spec = _resolve(data, profiles, profile, path, name, description)
+    # The other profiles are resolved too, every configuration built: an impossible value in
+    # `paper` (std -5, warm-up longer than the run) fails the quick run, not the GPU machine.
+    # Their messages name the profile (`profiles.paper: grids[1]: ...`).
+    for other in profiles:
+        if other != profile:
+            _resolve(data, profiles, other, path, name, description, scoped=True)
+    return spec
 
+
+def _resolve(data: dict[str, Any], profiles: dict[str, Any], profile: str | None, path: str, name: str,
+             description: str, scoped: bool = False) -> Spec:
+    """The spec with `profile` applied, every value and grid configuration checked.
+
+    `scoped` (a profile other than the one run) prefixes every part that does not already
+    name the profile with ``profiles.NAME: ``, so each message says which profile is broken.
+    """
+    merged, origin = _apply_profile(data, profiles.get(profile) if profile else None, profile)
+    if scoped:
+        tag = f"profiles.{profile}"
+        origin = {part: label if tag in label else f"{tag}: {label}" for part, label in origin.items()}
     base = _base(merged.get("base"), path, origin["base"])
     grids = _grids(merged, path, origin["grid"])
-    for grid in grids:  # each value on its own (negative std, unknown schedule); combinations: expand()
-        for key, values in grid.items():
-            for value in values:
-                RunConfig.from_flat({**base, key: value}, where=f"{path}: {origin['grid']}: ")
+    listed = "grids" in merged  # `grids:` errors name the list index, `grid:` has one
+    for i, grid in enumerate(grids):
+        where = f"{origin['grid']}[{i}]" if listed else origin["grid"]
+        _check_grid_configs(grid, base, path, where)
     seeds = _seeds(merged.get("seeds", 1), path, origin["seeds"])
     search = _search(merged.get("search"), path, origin["search"], base)
     if search is not None and grids:
-        raise ConfigError(f"{path}: search: a spec has either a search space or grid(s), not both")
+        raise ConfigError(f"{path}: {origin['search']}: a spec has either a search space or grid(s), not both")
     return Spec(
         path=path,
         name=name,
@@ -177,6 +237,20 @@ def parse_spec(data: Any, path: str, profile: str | None = None) -> Spec:
         seeds=seeds,
         search=search,
     )
+
+
+def _check_grid_configs(grid: dict[str, tuple[Any, ...]], base: dict[str, Any], path: str, where: str) -> None:
+    """Build every configuration of one grid over `base`: first each value on its own (so a
+    negative std is blamed on its key), then every combination (e.g. a warm-up that a grid's
+    train_steps would not exceed)."""
+    for key, values in grid.items():
+        for value in values:
+            RunConfig.from_flat({**base, key: value}, where=f"{path}: {where}: ")
+    keys = list(grid)
+    for values in itertools.product(*grid.values()):
+        combo = dict(zip(keys, values, strict=True))
+        shown = ", ".join(f"{k}={v}" for k, v in combo.items())
+        RunConfig.from_flat({**base, **combo}, where=f"{path}: {where}: point {{{shown}}}: ")
 
 
 # ---- structure ------------------------------------------------------------------------
@@ -247,6 +321,13 @@ def _base(block: Any, path: str, where: str, full: bool = True) -> dict[str, Any
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: {where} must be a mapping of config sections, e.g. trainer: {{task: door-unlock}}")
     flat = flatten(block, where=f"{path}: {where}: ")
+    # `noise: {std: 1}` next to `noise.std: 2` names one field twice; flatten keeps one silently.
+    spelled: list[str] = []
+    for key, value in block.items():
+        spelled += [f"{key}.{sub}" for sub in value] if isinstance(value, dict) else [str(key)]
+    if len(spelled) != len(set(spelled)):
+        twice = next(k for k in spelled if spelled.count(k) > 1)
+        raise ConfigError(f"{path}: {where}: {twice} is given twice (as a section field and as a dotted key)")
     for key, value in flat.items():
         _check_value(key, value, path, where)
     if SEED_KEY in flat:

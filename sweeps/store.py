@@ -16,6 +16,7 @@ from core.tracking import ensure_store, get_or_create_experiment, sqlite_path, w
 from sweeps.expand import PointKey
 
 STATUS_NONE = "-"
+FAILURE_REASON_TAG = "dqt.failure_reason"  # the trainer's tag for why a run did not finish
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,14 @@ class StoredRun:
     run_id: str
     status: str
     start_time: int
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """A sweep's parent run, with the tags saying which process started it."""
+
+    run_id: str
+    tags: dict[str, str]
 
 
 class Store:
@@ -107,6 +116,27 @@ class Store:
         for key, value in params.items():
             with_retry(lambda k=key, v=value: self.client.log_param(run.info.run_id, k, v), "log param")
         return run.info.run_id
+
+    def running_parents(self, sweep: str, profile: str) -> list[ParentRun]:
+        """Parent runs (tag ``dqt.role=parent``) of `sweep` / `profile` still RUNNING."""
+        if self.experiment_id is None:
+            return []
+        query = "attributes.status = 'RUNNING' and tags.`dqt.role` = 'parent'"
+        out: list[ParentRun] = []
+        token = None
+        while True:
+            page = with_retry(lambda t=token: self.client.search_runs(
+                [self.experiment_id], query, max_results=1000, page_token=t), "search runs")
+            out += [ParentRun(run.info.run_id, dict(run.data.tags)) for run in page
+                    if run.data.tags.get("sweep") == sweep and run.data.tags.get("profile", "") == profile]
+            token = page.token
+            if not token:
+                return out
+
+    def kill_parent(self, run_id: str, reason: str) -> None:
+        """End a parent run whose sweep died without ending it: KILLED, with the reason."""
+        with_retry(lambda: self.client.set_tag(run_id, FAILURE_REASON_TAG, reason), "set tag")
+        self.set_status(run_id, "KILLED")
 
     def end_parent(self, run_id: str, status: str, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():

@@ -211,3 +211,52 @@ def test_bad_config_file_and_bad_tracking_uri(store, tmp_path):
         out = run_dqt("train", "--tracking-uri", uri)
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert f"tracking URI '{uri}'" in out.stderr
+
+
+def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(store):
+    """An interrupted-and-resumed run and an uninterrupted one follow the same epsilon curve and
+    end with the same env steps and learner updates. Epsilon decays over the whole budget, so a
+    resume that restarted the clock (2,000 random steps, epsilon back to 1) is caught."""
+    budget, decay = 6000, ["--set", "exploration.decay_fraction=1.0", "--set", "trainer.checkpoint_every=300"]
+    client = MlflowClient(store)
+
+    def eps_deviation(run_id: str) -> float:
+        # DQT eq. 2 at the logged step; an episode (60 env steps) of slack either way
+        points = client.get_metric_history(run_id, "explore/epsilon")
+        assert points
+        return max(abs(m.value - max(0.01, 1 - m.step / budget)) for m in points if m.step > 200)
+
+    def final_updates(run_id: str) -> int:
+        import torch
+
+        path = client.download_artifacts(run_id, "checkpoint/checkpoint.pt")
+        return int(torch.load(path, weights_only=False)["learner"]["updates"])
+
+    proc = start_train(store, "--train-steps", str(budget), *decay, "--experiment", "resumed")
+    exp_id = lambda: client.get_experiment_by_name("resumed")  # noqa: E731
+    run_id = wait_for(lambda: exp_id() and (r := client.search_runs([exp_id().experiment_id])) and
+                      any(m.step >= 1500 for m in client.get_metric_history(r[0].info.run_id, "train/episode_return"))
+                      and r[0].info.run_id, proc, timeout=180, what="1,500 env steps")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    ckpt = client.download_artifacts(run_id, "checkpoint/checkpoint.pt")
+    import torch
+
+    saved = torch.load(ckpt, weights_only=False)
+    assert 1500 <= saved["env_steps"] < budget and len(saved["replay"]["arrays"]["obs"]) == saved["env_steps"] // 2
+    out = run_dqt("train", "--resume", run_id, "--tracking-uri", store, "--quiet", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+    out = run_dqt("train", *TINY_TOY, "--train-steps", str(budget), *decay, "--experiment", "straight",
+                  "--tracking-uri", store, "--quiet", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (straight,) = client.search_runs([client.get_experiment_by_name("straight").experiment_id])
+    straight_id = straight.info.run_id
+
+    assert eps_deviation(straight_id) < 0.04
+    assert eps_deviation(run_id) < 0.04, "epsilon restarted after --resume"
+    total = 0.25 * (budget - 100) / 2  # updates_per_step per decision x decisions after the warm-up
+    assert final_updates(run_id) == final_updates(straight_id) == int(total)
+    for rid in (run_id, straight_id):
+        episodes = client.get_metric_history(rid, "train/episode_return")
+        assert len(episodes) * 60 == budget and max(m.step for m in episodes) == budget

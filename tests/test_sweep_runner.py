@@ -127,6 +127,42 @@ def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env)
     assert statuses == ["FINISHED", "KILLED"]
 
 
+def test_parents_of_dead_sweeps_are_killed_by_the_next_sweep(tmp_path, env):
+    from mlflow import MlflowClient
+
+    from sweeps.claims import HOST, Owner
+
+    spec = load_spec(make_spec(tmp_path, [0]))
+    client = MlflowClient(env["uri"])
+    exp = client.create_experiment("demo")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a real process that has exited: its pid is not alive
+    parent = {"dqt.role": "parent", "sweep": "demo", "profile": "quick"}
+
+    def left_running(**tags: str) -> str:
+        return client.create_run(exp, tags={**parent, **tags}).info.run_id
+
+    dead = left_running(**{"dqt.worker": Owner.of(gone.pid).token})
+    dead_old_tags = left_running(**{"dqt.host": HOST, "dqt.pid": str(gone.pid)})
+    live = left_running(**{"dqt.worker": Owner.of().token})  # this process: a sweep still at work
+    other_host = left_running(**{"dqt.worker": f"elsewhere|{gone.pid}|1"})
+    other_profile = left_running(**{"dqt.worker": Owner.of(gone.pid).token, "profile": "paper"})
+    untagged = left_running()
+
+    opts = options(env)
+    assert run_sweep(spec, expand(spec), opts).exit_code == 0
+    status = {rid: client.get_run(rid).info.status
+              for rid in (dead, dead_old_tags, live, other_host, other_profile, untagged)}
+    assert status == {dead: "KILLED", dead_old_tags: "KILLED", live: "RUNNING", other_host: "RUNNING",
+                      other_profile: "RUNNING", untagged: "RUNNING"}
+    assert f"{HOST}:{gone.pid} gone" in client.get_run(dead).data.tags["dqt.failure_reason"]
+    assert "2 parent run(s) of dead sweeps marked KILLED" in opts.stream.getvalue()
+    (new,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "parent"
+              and r.info.run_id not in status]
+    assert new.info.status == "FINISHED"
+    assert new.data.tags["dqt.host"] == HOST and new.data.tags["dqt.pid"] == str(os.getpid())
+
+
 SWEEP = """
 import sys
 from pathlib import Path

@@ -142,3 +142,76 @@ def test_search_block_is_parsed(tmp_path):
     lr, n_step = search.space
     assert (lr.key, lr.low, lr.high, lr.log) == ("learner.lr", 1e-5, 1e-3, True)
     assert n_step.choices == (1, 3)
+
+
+# ---- duplicate keys, every profile checked, grids errors name their index -------------------
+BROKEN_MORE = [
+    # (case, spec text, profile, words the message must contain)
+    ("duplicate grid key", GOOD.replace("  noise.std: [0, 1]\n", "  noise.std: [0, 1]\n  noise.std: [5]\n"), None,
+     ["line 7", "duplicate key 'noise.std'", "line 6"]),
+    ("duplicate top-level base", GOOD.replace("grid:\n", "base: {trainer: {task: toy-reach}}\ngrid:\n"), None,
+     ["line 5", "duplicate key 'base'", "line 2"]),
+    ("duplicate key in a flow mapping", GOOD.replace("quick: {seeds: 1}", "quick: {seeds: 1, seeds: 2}"), None,
+     ["line 9", "duplicate key 'seeds'"]),
+    ("duplicate field in a section", GOOD.replace("{task: toy-reach, train_steps: 300}",
+                                                  "{task: toy-reach, train_steps: 300, task: reach}"), None,
+     ["line 3", "duplicate key 'task'"]),
+    ("field given as section and dotted key", GOOD.replace("  learner: {warmup_steps: 100}\n",
+                                                           "  learner: {warmup_steps: 100}\n  learner.warmup_steps: 50\n"),
+     None, ["base", "learner.warmup_steps", "twice"]),
+    ("impossible value in a profile not run", GOOD.replace("{train_steps: 600}}", "{train_steps: 600}, noise: {std: -5}}"),
+     "quick", ["profiles.paper", "noise.std", ">= 0"]),
+    ("impossible grid value in a profile not run",
+     GOOD.replace("paper: {base", "paper: {grids: [{noise.mean: [0]}, {noise.std: [1, -5]}], base"), "quick",
+     ["profiles.paper.grids[1]: noise.std", ">= 0"]),
+    ("spec grid impossible only under a profile not run",
+     GOOD.replace("noise.std: [0, 1]", "learner.warmup_steps: [100, 400]").replace("train_steps: 300}", "train_steps: 500}")
+     .replace("{train_steps: 600}", "{train_steps: 300}"),
+     "quick", ["profiles.paper: grid: ", "learner.warmup_steps"]),
+    ("impossible value in the default profile's sibling", GOOD.replace("quick: {seeds: 1}", "quick: {seeds: 0}"),
+     "paper", ["profiles.quick.seeds", ">= 1"]),
+    ("grids error names the index", GOOD.replace("grid:\n  noise.std: [0, 1]", "grids: [{noise.std: [0]}, {noise.std: [1, -5]}]"),
+     None, ["grids[1]: noise.std must be >= 0"]),
+    ("grids combination names the index",
+     GOOD.replace("grid:\n  noise.std: [0, 1]",
+                  "grids: [{noise.std: [0]}, {trainer.train_steps: [300, 90], learner.warmup_steps: [80, 100]}]")
+     .replace("{warmup_steps: 100}", "{warmup_steps: 50}"),
+     None, ["grids[1]: point {trainer.train_steps=90, learner.warmup_steps=100}", "trainer.train_steps"]),
+]
+
+
+@pytest.mark.parametrize("case,text,profile,words", BROKEN_MORE, ids=[b[0] for b in BROKEN_MORE])
+def test_more_broken_specs_are_one_line(tmp_path, case, text, profile, words):
+    test_broken_spec_is_one_line_naming_file_and_key(tmp_path, case, text, profile, words)
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path):
+    text = """\
+        name: demo
+        base:
+          trainer: {task: toy-reach, train_steps: 300}
+          learner: &learner {warmup_steps: 100, batch_size: 32}
+        profiles:
+          quick: {base: {learner: {<<: *learner, batch_size: 64}}}
+        """
+    spec = load_spec(write(tmp_path, text))
+    assert spec.base["learner.batch_size"] == 64 and spec.base["learner.warmup_steps"] == 100
+
+
+def test_every_profile_of_a_shipped_spec_loads():
+    for path in sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        for profile in spec.profiles:
+            assert load_spec(path, profile).profile == profile
+
+
+def test_duplicate_key_fails_the_cli_with_one_line(tmp_path):
+    from conftest import run_dqt
+
+    path = write(tmp_path, GOOD.replace("  noise.std: [0, 1]\n", "  noise.std: [0, 1]\n  noise.std: [5]\n"))
+    proc = run_dqt("sweep", str(path), "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"dqt: error: {path}: line 7: duplicate key 'noise.std' "
+                                   "(first given on line 6; give each key once)")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()

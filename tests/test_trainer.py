@@ -198,3 +198,28 @@ def test_a_child_that_cannot_start_fails_the_run_with_its_own_reason(store):
     assert run.info.status == "FAILED"
     reason = run.data.tags["dqt.failure_reason"]
     assert "pickle" in reason.lower() and "AssertionError" not in reason, reason
+
+
+@pytest.mark.slow
+def test_async_backlog_is_bounded_and_learning_is_logged_to_the_end(store):
+    """Agents outrun a learner owing 2 updates a decision: unbounded, the owed updates pile up into
+    the end of the run; with trainer.max_update_backlog they stay near the bound while the run goes
+    on, and the run still makes every update the ratio promises."""
+    common = [*TINY_TOY, "--train-steps", "3000", "--num-agents", "2", "--mode", "async",
+              "--set", "learner.updates_per_step=2", "--tracking-uri", store, "--quiet"]
+    peaks = {}
+    for bound in (0, 40):
+        out = run_dqt("train", *common, "--set", f"trainer.max_update_backlog={bound}", "--experiment", f"b{bound}",
+                      timeout=400)
+        assert out.returncode == 0, out.stderr[-2000:]
+        client, run = only_run(store, f"b{bound}")
+        backlog = client.get_metric_history(run.info.run_id, "perf/update_backlog")
+        peaks[bound] = max(m.value for m in backlog)
+        if bound:
+            # 2 agents x 4 slots x 30 decisions x 2 updates may arrive between two checks
+            assert peaks[bound] <= 40 + 2 * 4 * 30 * 2, peaks
+            td_steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss/td")]
+            assert max(s for s in td_steps if s < 3000) >= 2000  # training was logged through the run
+            lag = client.get_metric_history(run.info.run_id, "perf/policy_lag")
+            assert lag and max(m.value for m in lag) <= peaks[bound] + 4 * 30 * 2
+    assert peaks[0] > 2 * peaks[40], peaks
