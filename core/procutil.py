@@ -22,16 +22,32 @@ def become_child_of_run(parent_pid: int) -> None:
     except OSError:
         pass
     if os.getppid() != parent_pid:  # the learner died before prctl took effect
-        os._exit(1)
+        exit_now(1)
 
 
 def parent_alive(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
+def settle_tracking() -> None:
+    """What `atexit` would have done for MLflow: settle every SQLite store this process opened
+    (`core.tracking.settle_stores`: every committed write in ``mlflow.db`` itself, no WAL
+    left beside it).  Call it before any ``os._exit``; a no-op in a process that never touched
+    a store, and it never imports MLflow nor raises."""
+    tracking = sys.modules.get("core.tracking")
+    if tracking is not None:
+        try:
+            tracking.settle_stores()
+        except Exception:  # noqa: BLE001 - leaving must not fail; the WAL still holds the data
+            pass
+
+
 def exit_now(code: int = 0) -> None:
-    """End a child process without interpreter teardown (seconds with torch and MuJoCo loaded);
-    the learner owns every shared resource, so there is nothing left to clean up."""
+    """End a process without interpreter teardown (seconds with torch and MuJoCo loaded).
+
+    ``os._exit`` skips `atexit`, so MLflow stores are settled first (`settle_tracking`); in
+    agent and eval children, which never write to MLflow, that is a no-op."""
+    settle_tracking()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

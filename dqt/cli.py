@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from core.config import ConfigError, RunConfig, field_docs, parse_set
+from core.procutil import settle_tracking
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -178,6 +179,7 @@ def entry() -> None:
         sys.stderr.flush()
     except BrokenPipeError:  # `dqt sweep --dry-run | head` ends quietly (SIGPIPE stays ignored:
         code = 0  # the learner must see EPIPE from an exited agent's pipe, not die of it)
+    settle_tracking()  # os._exit skips atexit: leave mlflow.db self-contained first
     os._exit(code)
 
 
