@@ -260,3 +260,23 @@ def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(
     for rid in (run_id, straight_id):
         episodes = client.get_metric_history(rid, "train/episode_return")
         assert len(episodes) * 60 == budget and max(m.step for m in episodes) == budget
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(store):
+    """--resume with a config that differs from the run's is refused (exit 2, one line) before the
+    run is reopened: it stays KILLED with its history, and a plain --resume still works."""
+    proc = start_train(store, *LONG)
+    client = MlflowClient(store)
+    wait_for(lambda: stepping_agent_pid(client), proc, what="an agent stepping")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    run_id = the_run(client).info.run_id
+    before = client.get_run(run_id)
+    assert before.info.status == "KILLED"
+    out = run_dqt("train", "--resume", run_id, *TINY_TOY, *LONG, "--set", "learner.lr=0.1", "--tracking-uri", store)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "learner.lr: 0.0003 -> 0.1" in lines[0], out.stderr
+    after = client.get_run(run_id)
+    assert after.info.status == "KILLED" and after.info.end_time == before.info.end_time
+    assert after.data.metrics == before.data.metrics
