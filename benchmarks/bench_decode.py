@@ -1,4 +1,4 @@
-"""Greedy decode throughput on one CPU thread (DESIGN §8: >= 1000 actions/s at batch 1, >= 4000 at batch 8)."""
+"""Greedy decode throughput on one CPU thread (targets and reference numbers: docs/BACKGROUND.md)."""
 
 from __future__ import annotations
 

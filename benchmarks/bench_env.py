@@ -1,7 +1,7 @@
 """Env throughput: raw steps/s of one MetaWorld door-unlock-v3 env with random actions.
 
 No learner and no policy: this is the ceiling an agent process could reach
-(DESIGN §8: about 1,800–2,200 steps/s on a quiet 2-core build machine).
+(about 1,800-2,200 steps/s on a quiet 2-core build machine; docs/BACKGROUND.md).
 """
 
 from __future__ import annotations

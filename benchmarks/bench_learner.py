@@ -1,4 +1,4 @@
-"""Learner throughput: updates/s at batch 512 on the default model (DESIGN §8: >= 10/s on 2 CPU cores)."""
+"""Learner throughput: updates/s at batch 512 on the default model (reference numbers: docs/BACKGROUND.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learner checkpoints: everything needed to continue a run (DESIGN §5 artifact `checkpoint/`)."""
+"""Learner checkpoints: everything needed to continue a run (the run artifact `checkpoint/`, docs/CONTRACTS.md)."""
 
 from __future__ import annotations
 

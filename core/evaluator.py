@@ -1,4 +1,4 @@
-"""The evaluation process: greedy, noise-free episodes on separate envs (DESIGN §4).
+"""The evaluation process: greedy, noise-free episodes on separate envs (docs/ARCHITECTURE.md).
 
 The learner sends a weight snapshot with the env step it belongs to; evaluating in a
 process of its own keeps the learner training while MetaWorld episodes roll.

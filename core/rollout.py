@@ -5,7 +5,7 @@ uniform random actions during warm-up, then DQT eq. 1 with eps_t from eq. 2.
 
 An agent steps its E envs in lockstep and decodes the greedy actions of all of them in one
 batched call: a batch-8 decode costs about twice a batch-1 decode, so the policy stops
-dominating the agent's step time (DESIGN §8). Each lane is its own episode stream with its
+dominating the agent's step time (docs/BACKGROUND.md). Each lane is its own episode stream with its
 own slots; whoever drives the lanes decides what happens when an episode ends.
 """
 

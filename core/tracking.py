@@ -1,7 +1,7 @@
 """MLflow tracking on the training side: URI checks, store set-up, one `RunTracker` per run,
 and the MLflow UI server (`dqt ui`).
 
-This is the only module of the trainer that talks to MLflow (DESIGN section 5).  It uses
+This is the only module of the trainer that talks to MLflow (docs/CONTRACTS.md).  It uses
 `MlflowClient` only, never the fluent ``mlflow.start_run`` global state, so several trackers
 can live in one process and nothing depends on import order.
 
@@ -105,7 +105,7 @@ def repo_root() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """``sqlite:///<repo root>/mlflow.db`` with an absolute path (DESIGN section 5)."""
+    """``sqlite:///<repo root>/mlflow.db`` with an absolute path (docs/CONTRACTS.md)."""
     return f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 

@@ -1,4 +1,4 @@
-"""The distributed trainer: N agent processes, one learner, one evaluator (DQT 4.1, DESIGN §4).
+"""The distributed trainer: N agent processes, one learner, one evaluator (DQT 4.1; docs/ARCHITECTURE.md).
 
 The learner runs in the calling process and is the only writer to MLflow. Agents explore
 in parallel OS processes and hand whole episodes over through shared memory

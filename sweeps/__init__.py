@@ -1,4 +1,4 @@
-"""Declarative sweeps over the trainer (DESIGN §6).
+"""Declarative sweeps over the trainer (docs/SWEEPS.md).
 
 - `sweeps.spec`: load a YAML spec, check every key and value, apply a profile.
 - `sweeps.expand`: grids x seeds -> validated, de-duplicated points with stable hashes.

@@ -1,6 +1,6 @@
 """Sweep specs: load a YAML file, check every key and value, and resolve a profile.
 
-A spec is data, not code (DESIGN §6)::
+A spec is data, not code (docs/SWEEPS.md)::
 
     name: noise                      # the MLflow experiment of the sweep
     description: ...
