@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,14 @@ def run_dqt(*args: str, timeout: float = 240, cwd: Path | None = None) -> subpro
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(dqt_command(*args), capture_output=True, text=True, timeout=timeout,
                           cwd=cwd or REPO, env=env)
+
+
+def sigkill_session(sid: int) -> None:
+    """SIGKILL every process of the session: a sweep's own process group and the group each
+    `dqt train` leads (with its agents), as a crash or the OOM killer would leave them."""
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            if os.getsid(pid) == sid:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -6,13 +6,13 @@ Slow (each run starts the trainer's processes): `pytest -m slow tests/test_sweep
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import sigkill_session
 
 from core.tracking import ensure_store
 
@@ -87,13 +87,7 @@ def test_a_sweep_killed_with_sigkill_resumes_from_the_checkpoint(tmp_path):
                 run_id = run.info.run_id
     assert run_id is not None, "no checkpoint appeared"
     # SIGKILL everything of the sweep: the sweep and each `dqt train` group (same session)
-    sid = os.getsid(sweep.pid)
-    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        try:
-            if os.getsid(pid) == sid:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    sigkill_session(os.getsid(sweep.pid))
     sweep.wait(timeout=30)
     assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"  # left behind by the kill
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import sigkill_session
 
 from core.tracking import ensure_store
 
@@ -45,17 +46,6 @@ def runs(uri: str, role: str) -> list:
     exp = client.get_experiment_by_name("stale")
     found = client.search_runs([exp.experiment_id]) if exp else []
     return [r for r in found if r.data.tags.get("dqt.role") == role]
-
-
-def sigkill_session(sid: int) -> None:
-    """SIGKILL every process of the session: the sweep's own process group and the group each
-    `dqt train` leads (with its agents), as a crash or the OOM killer would leave them."""
-    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        try:
-            if os.getsid(pid) == sid:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def test_the_next_sweep_kills_the_parent_a_sigkilled_sweep_left_running(tmp_path):
