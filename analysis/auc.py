@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.load import SUCCESS, Curve, ExperimentRuns, metric_curves
+from analysis.load import SUCCESS, Curve, metric_curves
+from analysis.selection import ExperimentRuns
 from analysis.stats import summarize
 
 # The run param that holds a run's budget in env steps: its AUC spans [0, budget].

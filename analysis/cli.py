@@ -5,7 +5,7 @@
 
 Files go to ``DIR/<experiment>/`` (DIR defaults to ``<repo>/reports``) and are logged as
 artifacts of the experiment's latest sweep parent run.  Metric histories are cached per run
-in ``DIR/.cache/`` so a second call re-reads only runs that changed.  Bad input raises
+in ``DIR/.cache/`` (a `joblib.Memory`) so a second call re-reads only runs that changed.  Bad input raises
 `ConfigError`, which ``dqt`` prints as one line before exiting 2.
 
 This module is imported whenever ``dqt`` builds its parser, so pandas, matplotlib and mlflow
@@ -58,8 +58,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``dqt figures``; returns the exit code (0) or raises ConfigError."""
-    from analysis.load import experiments_with_runs, open_client
     from analysis.report import build_report
+    from analysis.store import experiments_with_runs, open_client
     from core.tracking import repo_root, resolve_tracking_uri
 
     if args.all_experiments and args.experiment:

@@ -39,18 +39,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.auc import AucTable, common_range, resample, union_grid
-from analysis.load import (
-    EVAL_RETURN,
-    SUCCESS,
-    WALL,
-    Curve,
-    ExperimentRuns,
-    config_label,
-    format_value,
-    metric_curves,
-    short_names,
-    wall_time_curves,
-)
+from analysis.labels import config_label, format_value, short_names
+from analysis.load import EVAL_RETURN, SUCCESS, WALL, Curve, metric_curves, wall_time_curves
+from analysis.selection import ExperimentRuns
 from analysis.stats import curve_band
 
 STEP_LABEL = "env steps (all agents)"

@@ -29,18 +29,10 @@ from mlflow.tracking import MlflowClient
 
 from analysis.auc import BUDGET_KEY, AucTable, auc_table
 from analysis.figures import DESCRIPTIONS, build_figures, save_figure
-from analysis.load import (
-    EVAL_RETURN,
-    SUCCESS,
-    WALL,
-    ExperimentRuns,
-    find_experiment,
-    format_value,
-    latest_parent_run,
-    load_tidy,
-    open_client,
-    prepare,
-)
+from analysis.labels import format_value
+from analysis.load import EVAL_RETURN, SUCCESS, WALL, load_tidy
+from analysis.selection import ExperimentRuns, prepare
+from analysis.store import find_experiment, latest_parent_run, open_client
 from core.config import ConfigError
 
 ARTIFACT_PATH = "report"
@@ -143,8 +135,9 @@ def render_report(
         "1 = succeeds at every evaluation. The curve is linear between evaluations, holds the "
         "first value before the first evaluation and carries the last value to the budget, so a "
         "run's AUC depends on that run alone. Per configuration: mean over seeds with a 95% "
-        f"percentile-bootstrap CI ({BOOTSTRAP_RESAMPLES:,} resamples of the seeds, seed {seed}), "
-        "and the interquartile mean (IQM) with its CI; a single seed has no CI (n/a)."
+        f"bootstrap CI (BCa; percentile for two seeds or equal values; {BOOTSTRAP_RESAMPLES:,} resamples "
+        f"of the seeds, seed {seed}), and the interquartile mean (IQM) with its CI; a single seed has "
+        "no CI (n/a)."
     )
     if len(budgets) > 1:
         out += ["", f"**Runs of {len(budgets)} different budgets** (`{BUDGET_KEY}` = "

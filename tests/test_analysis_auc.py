@@ -17,7 +17,7 @@ from analysis.auc import (
     resample,
     union_grid,
 )
-from analysis.load import ExperimentRuns, configurations
+from analysis.selection import ExperimentRuns, configurations
 
 
 @pytest.mark.parametrize("level", [0.0, 0.37, 1.0])

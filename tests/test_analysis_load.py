@@ -1,7 +1,9 @@
-"""Reading runs from MLflow: the tidy table, its per-run cache, run selection and labels."""
+"""Reading runs from MLflow: the store, the tidy table, its per-run cache (joblib), curves."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +13,9 @@ from conftest import empty_store
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from analysis.load import (
-    config_label,
-    configurations,
-    format_value,
-    load_tidy,
-    local_store_path,
-    metric_curves,
-    open_client,
-    parse_value,
-    prepare,
-    select_profile,
-    select_runs,
-    varied_params,
-    wall_time_curves,
-)
+from analysis.load import CACHE_MAX_AGE, load_tidy, metric_curves, parse_value, wall_time_curves
+from analysis.selection import prepare
+from analysis.store import local_store_path, open_client
 from core.config import ConfigError
 
 
@@ -86,13 +76,20 @@ def test_tidy_table_columns_and_values(store):
     assert set(only["metric"]) == {"loss/td"} and len(only) == 8
 
 
+def cache_entries(cache: Path, run_id: str | None = None) -> list[Path]:
+    """The joblib.Memory entries (folders) in `cache`, of one run if given."""
+    return sorted(p.parent for p in cache.rglob("output.pkl")
+                  if run_id is None or run_id in (p.parent / "metadata.json").read_text())
+
+
 def test_second_load_reads_only_runs_that_changed(store, tmp_path, monkeypatch):
     client, uri, ids = store
     cache = tmp_path / "cache"
     calls = count_history_reads(monkeypatch)
     first = load_tidy("exp", uri, cache_dir=cache)
     assert len(calls) == 4  # 2 runs x 2 metrics
-    assert sorted(p.stem for p in cache.glob("*.pkl")) == sorted([ids["seed0"], ids["seed1"]])
+    assert len(cache_entries(cache, ids["seed0"])) == len(cache_entries(cache, ids["seed1"])) == 1
+    old_entry = cache_entries(cache, ids["seed0"])[0]
 
     calls.clear()
     second = load_tidy("exp", uri, cache_dir=cache)
@@ -104,11 +101,25 @@ def test_second_load_reads_only_runs_that_changed(store, tmp_path, monkeypatch):
     third = load_tidy("exp", uri, cache_dir=cache)
     assert calls == [ids["seed0"], ids["seed0"]]  # the changed run only, both its metrics
     assert len(third) == len(first) + 1 and third["step"].max() == 400
+    assert len(cache_entries(cache)) == 3  # the changed run's new fingerprint is a new entry
 
-    (cache / f"{ids['seed1']}.pkl").write_bytes(b"not a pickle")  # a broken cache is re-read
+    # The old fingerprint is never read again: once older than CACHE_MAX_AGE, a load deletes it.
+    stale = time.time() - CACHE_MAX_AGE.total_seconds() - 3600
+    for path in old_entry.iterdir():
+        os.utime(path, (stale, stale))
+    calls.clear()
+    pd.testing.assert_frame_equal(load_tidy("exp", uri, cache_dir=cache), third)
+    assert calls == [] and not old_entry.exists() and len(cache_entries(cache)) == 2
+
+    for entry in cache_entries(cache, ids["seed1"]):  # a broken entry is read again
+        (entry / "output.pkl").write_bytes(b"not a pickle")
     calls.clear()
     pd.testing.assert_frame_equal(load_tidy("exp", uri, cache_dir=cache), third)
     assert calls == [ids["seed1"], ids["seed1"]]
+
+    calls.clear()
+    load_tidy("exp", uri)  # no cache_dir: every run is read
+    assert len(calls) == 4
 
 
 def test_unknown_experiment_and_missing_store_are_config_errors(store, tmp_path):
@@ -130,68 +141,6 @@ def test_unknown_experiment_and_missing_store_are_config_errors(store, tmp_path)
 ])
 def test_params_are_parsed_back_from_mlflow_strings(text, value):
     assert parse_value(text) == value and type(parse_value(text)) is type(value)
-
-
-def runs_frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["run_id", "status", "start_time", "config_hash", "seed", "noise.std",
-                                       "trainer.seed", "trainer.num_agents"])
-
-
-def test_select_runs_keeps_finished_runs_once_per_point():
-    runs = runs_frame([
-        ("a", "FAILED", 1, "h1", 0, 1.0, 0, 4),
-        ("b", "FINISHED", 2, "h1", 0, 1.0, 0, 4),   # the re-run of a's point
-        ("c", "FINISHED", 3, "h1", 1, 1.0, 1, 4),
-        ("d", "RUNNING", 4, "h2", 0, 5.0, 0, 4),
-        ("e", "FINISHED", 5, "h2", 1, 5.0, 1, 4),
-        ("f", "FINISHED", 6, "h2", 1, 5.0, 1, 4),   # the same point finished twice: the latest counts
-    ])
-    kept, notes = select_runs(runs)
-    assert list(kept["run_id"]) == ["b", "c", "f"]
-    assert any("2 unfinished" in n for n in notes) and any("1 repeated" in n for n in notes)
-    kept, _ = select_runs(runs, include_unfinished=True)
-    assert list(kept["run_id"]) == ["b", "c", "d", "f"]  # a's point has a finished run
-    only_running, notes = select_runs(runs[runs["status"] == "RUNNING"])
-    assert list(only_running["run_id"]) == ["d"] and "no run has finished" in notes[0]
-
-
-def test_select_profile_shows_one_profile_unless_asked():
-    runs = runs_frame([
-        ("a", "FINISHED", 1, "h1", 0, 1.0, 0, 4),
-        ("b", "FINISHED", 2, "h2", 0, 1.0, 0, 4),
-        ("c", "FINISHED", 3, "h3", 0, 1.0, 0, 4),
-    ]).assign(profile=["paper", "quick", "quick"])
-    kept, profile, notes = select_profile(runs)  # the latest run's profile
-    assert profile == "quick" and list(kept["run_id"]) == ["b", "c"]
-    assert notes == ["1 run(s) of profile(s) paper left out (pass --profile NAME or --profile all)"]
-    kept, profile, _ = select_profile(runs, "paper")
-    assert profile == "paper" and list(kept["run_id"]) == ["a"]
-    kept, profile, notes = select_profile(runs, "all")
-    assert profile is None and len(kept) == 3 and notes == []
-    with pytest.raises(ConfigError, match="no run of profile 'gpu' \\(profiles here: paper, quick"):
-        select_profile(runs, "gpu")
-    single, profile, notes = select_profile(runs.assign(profile="quick"))
-    assert profile == "quick" and len(single) == 3 and notes == []
-
-
-def test_varied_params_labels_and_configurations():
-    runs = runs_frame([
-        ("a", "FINISHED", 1, "h1", 0, 1.0, 0, 4),
-        ("b", "FINISHED", 2, "h1", 1, 1.0, 1, 4),
-        ("c", "FINISHED", 3, "h2", 0, 0.1, 0, 4),
-        ("d", "FINISHED", 4, "h3", 0, 10.0, 0, 4),
-    ])
-    assert varied_params(runs) == ["noise.std"]  # the seed varies too, but is what we average over
-    configs = configurations(runs, ["noise.std"])
-    assert list(configs["label"]) == ["σ=0.1", "σ=1", "σ=10"]  # numeric order, not text order
-    assert list(configs["seeds"]) == [1, 2, 1] and configs["run_ids"][1] == ["a", "b"]
-    assert config_label({}, []) == "all runs"
-    assert config_label({"a.lr": 3e-4, "b.lr": 1}, ["a.lr", "b.lr"]) == "a.lr=0.0003, b.lr=1"
-    assert [format_value(v) for v in (10.0, 0.1, 4, np.int64(7), "linear", True)] == [
-        "10", "0.1", "4", "7", "linear", "True"]
-    same = runs.assign(config_hash=["h1", "h1", "h2", "h2"], **{"noise.std": 1.0})
-    labels = configurations(same, [])["label"]
-    assert labels.str.startswith("all runs [").all()  # never merge two configurations in a legend
 
 
 def test_metric_curves_average_repeated_steps_and_map_to_wall_time(store):

@@ -40,8 +40,9 @@ from analysis.figures import (
     figure_tasks,
     noise_rows,
 )
-from analysis.load import RUN_COLUMNS, ExperimentRuns, load_tidy, prepare
+from analysis.load import RUN_COLUMNS, load_tidy
 from analysis.report import build_report, render_report, summary_frame
+from analysis.selection import ExperimentRuns, prepare
 from core.config import ConfigError
 
 TOTAL = 100_000
@@ -449,7 +450,8 @@ def test_figures_all_reports_every_experiment_with_runs(reports):
     out, printed = reports
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != ".cache") == [
         "agents", "dqt", "noise", "tasks"]
-    assert len(list((out / ".cache").glob("*.pkl"))) == 9 + 12 + 16 + 2  # every training run, once
+    entries = list((out / ".cache").rglob("output.pkl"))  # joblib.Memory: one entry per run
+    assert len(entries) == 9 + 12 + 16 + 2  # every training run, once
     assert "noise: 2 figure(s) (success, noise), summary.csv, report.md" in printed
     assert "tasks: 3 figure(s) (success, noise, tasks)" in printed
 

@@ -1,0 +1,150 @@
+"""Which runs of a tidy table an analysis uses, and their configurations.
+
+`prepare` is the whole job: one sweep profile (`select_profile`), finished runs only and one
+run per (configuration, seed) point (`select_runs`), the params that vary across them
+(`varied_params`) and one labelled row per configuration (`configurations`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis.labels import LABEL_ORDER, config_label
+from analysis.load import SEED_PARAMS, param_columns, run_table
+from core.config import ConfigError
+
+ALL_PROFILES = "all"
+
+
+def select_profile(runs: pd.DataFrame, profile: str | None = None) -> tuple[pd.DataFrame, str | None, list[str]]:
+    """The runs of one sweep profile, that profile, and a note on what was left out.
+
+    A spec's profiles share its experiment, but a quick profile's 4k-step runs and the paper's
+    300k-step runs must not share a figure or an AUC range.  By default the profile of the most
+    recently started run is shown; `profile` names another, "all" keeps every run.  A profile
+    that no run has is bad input.
+    """
+    present = sorted({str(p) for p in runs["profile"].dropna()})
+    if profile == ALL_PROFILES or (profile is None and len(present) <= 1):
+        return runs, (present[0] if len(present) == 1 else None), []
+    if profile is None:
+        latest = runs.sort_values("start_time")["profile"].dropna()
+        profile = str(latest.iloc[-1])
+    elif profile not in present:
+        raise ConfigError(f"no run of profile '{profile}' (profiles here: {', '.join(present) or 'none'}, "
+                          f"or '{ALL_PROFILES}')")
+    kept = runs[runs["profile"] == profile]
+    others = sorted(set(present) - {profile})
+    notes = [f"{len(runs) - len(kept)} run(s) of profile(s) {', '.join(others)} left out "
+             f"(pass --profile NAME or --profile {ALL_PROFILES})"] if len(kept) < len(runs) else []
+    return kept, profile, notes
+
+
+def select_runs(runs: pd.DataFrame, include_unfinished: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """The runs to analyse, and notes on what was left out and why.
+
+    Unfinished runs (RUNNING, FAILED, KILLED) are left out unless asked for or unless none has
+    finished: an interrupted run's AUC would carry its last eval value to the budget, and its
+    short curve would cut its configuration's mean curve short in the figures.  A
+    (configuration, seed) point run twice (a resumed sweep) counts once: its finished run if
+    any, else its latest.
+    """
+    notes: list[str] = []
+    finished = runs["status"] == "FINISHED"
+    if not include_unfinished:
+        if finished.any():
+            if (~finished).any():
+                notes.append(f"{int((~finished).sum())} unfinished run(s) left out "
+                             "(pass --include-unfinished to keep them)")
+            runs = runs[finished]
+        elif len(runs):
+            notes.append("no run has finished yet: the unfinished runs are shown")
+    order = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
+    kept = order.drop_duplicates(["config_hash", "seed"], keep="last").drop(columns="_done")
+    if len(kept) < len(runs):
+        notes.append(f"{len(runs) - len(kept)} repeated run(s) of a (configuration, seed) point "
+                     "left out (the finished or latest one counts)")
+    return kept.sort_values("start_time").reset_index(drop=True), notes
+
+
+def varied_params(runs: pd.DataFrame) -> list[str]:
+    """The params that differ across the runs (seed excluded), in label order."""
+    varied = [
+        c for c in param_columns(runs)
+        if c not in SEED_PARAMS and runs[c].astype(str).nunique(dropna=False) > 1
+    ]
+    known = [k for k in LABEL_ORDER if k in varied]
+    return known + sorted(k for k in varied if k not in known)
+
+
+def configurations(runs: pd.DataFrame, varied: Sequence[str]) -> pd.DataFrame:
+    """One row per configuration: config_hash, label, the varied params, seeds, run_ids.
+
+    Sorted by the varied params so tables and legends read in order.  Two configurations
+    with the same label (they differ only in a param that is not varied elsewhere, which
+    should not happen) get their hash appended so they never merge in a legend.
+    """
+    rows = []
+    for config_hash, group in runs.groupby("config_hash", sort=False):
+        first = group.iloc[0]
+        row = {"config_hash": config_hash, "label": config_label(first, varied)}
+        row.update({k: first[k] for k in varied})
+        row["seeds"] = int(group["seed"].nunique(dropna=False))
+        row["run_ids"] = list(group["run_id"])
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["config_hash", "label", *varied, "seeds", "run_ids"])
+    if len(table):
+        table = table.sort_values([*varied, "config_hash"], key=_sort_key).reset_index(drop=True)
+        dup = table["label"].duplicated(keep=False)
+        table.loc[dup, "label"] = table.loc[dup, "label"] + " [" + table.loc[dup, "config_hash"].str[:7] + "]"
+    return table
+
+
+def _sort_key(col: pd.Series) -> pd.Series:
+    """Numbers in numeric order, everything else by its text, in one sortable column."""
+    numeric = pd.to_numeric(col, errors="coerce")
+    if numeric.notna().all():
+        return numeric
+    return col.astype(str)
+
+
+@dataclass(frozen=True)
+class ExperimentRuns:
+    """The runs of one experiment that an analysis uses, with their configurations.
+
+    Attributes:
+        name: the MLflow experiment name.
+        tidy: the tidy table restricted to the selected runs.
+        runs: one row per selected run (plain dtypes) with its configuration ``label``.
+        configs: one row per configuration (see `configurations`).
+        varied: the param keys that differ across the selected runs.
+        notes: what `select_profile` and `select_runs` left out, for the report.
+        profile: the sweep profile shown (None: no profile tag, or every profile).
+    """
+
+    name: str
+    tidy: pd.DataFrame
+    runs: pd.DataFrame
+    configs: pd.DataFrame
+    varied: list[str]
+    notes: list[str] = field(default_factory=list)
+    profile: str | None = None
+
+
+def prepare(
+    name: str, tidy: pd.DataFrame, include_unfinished: bool = False, profile: str | None = None
+) -> ExperimentRuns:
+    """Select the runs of a tidy table (one profile, finished, once per point) and name their
+    configurations.  Raises ConfigError for a `profile` that no run has."""
+    runs, profile, notes = select_profile(run_table(tidy), profile)
+    runs, more = select_runs(runs, include_unfinished)
+    notes += more
+    varied = varied_params(runs)
+    configs = configurations(runs, varied)
+    labels = dict(zip(configs["config_hash"], configs["label"], strict=True))
+    runs = runs.assign(label=runs["config_hash"].map(labels))
+    kept = tidy[tidy["run_id"].isin(set(runs["run_id"]))]
+    return ExperimentRuns(name, kept, runs, configs, varied, notes, profile)
