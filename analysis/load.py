@@ -33,10 +33,8 @@ Opening the store and listing its runs is `analysis.store`; which runs an analys
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from analysis.store import find_experiment, open_client, training_runs
+from core.config import SEED_KEY, config_hash
 
 SUCCESS = "eval/success_rate"
 EVAL_RETURN = "eval/return"  # greedy, noise-free eval episodes, logged with eval/success_rate
@@ -54,7 +53,7 @@ RETURN = "train/episode_return"
 WALL = "time/wall_s"
 
 # Seeds are what the mean is taken over, so they never define a configuration.
-SEED_PARAMS = frozenset({"trainer.seed"})
+SEED_PARAMS = frozenset({SEED_KEY})
 
 RUN_COLUMNS = (
     "run_id", "run_name", "status", "start_time", "end_time", "parent_run_id",
@@ -127,12 +126,6 @@ def history_reader(memory: joblib.Memory) -> Callable[[MlflowClient, Run], pd.Da
     return lambda client, run: cached(client, run, fingerprint(run))
 
 
-def params_hash(params: Mapping[str, str]) -> str:
-    """A 12-hex id of a run's params without its seed, for runs without a config_hash tag."""
-    blob = json.dumps({k: v for k, v in params.items() if k not in SEED_PARAMS}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def run_row(run: Run) -> dict[str, Any]:
     """The run-level columns of the tidy table for one run."""
     tags, params = run.data.tags, run.data.params
@@ -143,7 +136,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "start_time": run.info.start_time,
         "end_time": run.info.end_time,
         "parent_run_id": tags.get("mlflow.parentRunId"),
-        "config_hash": tags.get("config_hash") or params_hash(params),
+        "config_hash": tags.get("config_hash") or config_hash(params),
         "seed": parse_value(tags.get("seed", params.get("trainer.seed"))),
         "sweep": tags.get("sweep"),
         "profile": tags.get("profile"),

@@ -1,4 +1,5 @@
-"""`make bench`: measure, print a table and write reports/bench/latest.json.
+"""`make bench`: measure, print a table and write reports/bench/latest.json (and, with a GPU,
+reports/bench/gpu.json: the CUDA keys with the device's name).
 
 Run it alone: on a 2-core machine anything else running measures nothing.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import bench_decode, bench_env, bench_learner
+from benchmarks import bench_decode, bench_env, bench_learner, bench_update_path
 
 TARGETS = {  # issue targets on the 2-core build machine
     "learner_updates_per_s": 10.0,
@@ -25,8 +26,10 @@ TARGETS = {  # issue targets on the 2-core build machine
 def main() -> int:
     results: dict[str, float] = {}
     results.update(bench_learner.run("cpu"))
-    if torch.cuda.is_available():
+    results["trainer_updates_per_s"] = bench_update_path.trainer_updates_per_s("cpu")
+    if torch.cuda.is_available():  # these keys also go, with the device name, to reports/bench/gpu.json
         results["learner_updates_per_s_cuda"] = bench_learner.run("cuda")["learner_updates_per_s"]
+        results.update(bench_update_path.run_cuda(results["learner_updates_per_s_cuda"]))
     results.update(bench_decode.run())
     results.update(bench_env.run())
     try:

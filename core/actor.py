@@ -20,6 +20,7 @@ import torch
 from core.config import RunConfig
 from core.decode import GreedyDecoder
 from core.envs import make_run_env
+from core.messages import AgentDone, EpisodeMsg, SlotFree
 from core.model import QTransformer
 from core.noise import RewardNoise
 from core.procutil import become_child_of_run, exit_now, parent_alive
@@ -48,8 +49,8 @@ class AgentChannels:
     claimed: Any  # mp.Array int64 [lanes], lock-free: decisions each lane has taken (its agent writes)
     quota: list[int]  # [lanes]: each lane's share of the run's decisions (train_steps / action_repeat)
     lanes: range  # this agent's lanes
-    to_learner: Any  # Connection: ("episode", lane, slot, ...) and finally ("done", agent_id)
-    from_learner: Any  # Connection: (lane, slot) handed back to the agent
+    to_learner: Any  # Connection: an EpisodeMsg per episode, finally AgentDone
+    from_learner: Any  # Connection: SlotFree, a slot handed back to the agent
     stop: Any  # mp.Event
     steps_before: int = 0  # env steps the run had taken before this start (--resume)
 
@@ -95,8 +96,8 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
             if ch.stop.is_set() or not parent_alive(parent_pid):
                 return None
             if ch.from_learner.poll(0.2):
-                got_lane, got_slot = ch.from_learner.recv()
-                free[got_lane].append(got_slot)
+                back: SlotFree = ch.from_learner.recv()
+                free[back.lane].append(back.slot)
         new_version = ch.board.pull(model, version)  # the paper: new weights for every episode
         if new_version != version:
             decoder.refresh()
@@ -106,13 +107,13 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
     def episode_done(i: int, slot: int, st: EpisodeStats) -> None:
         rewards = arrays[i].rewards[slot, : st.length]
         rewards[:] = noise(rewards)  # DQT eq. 13/15: training rewards only, evaluation stays clean
-        ch.to_learner.send(("episode", lanes[i], slot, st.length, st.terminated, st.true_return, st.success,
-                            ch.board.pulled_updates, policy.last_epsilon, (agent_id, os.getpid(), st.t_start, st.t_end)))
+        ch.to_learner.send(EpisodeMsg(agent_id, os.getpid(), lanes[i], slot, st.length, st.terminated, st.true_return,
+                                      st.success, ch.board.pulled_updates, policy.last_epsilon, st.t_start, st.t_end))
 
     try:
         run_lanes(envs, policy, cfg.model.num_bins, arrays, claim, next_slot, episode_done, time.time)
         if not ch.stop.is_set():
-            ch.to_learner.send(("done", agent_id))
+            ch.to_learner.send(AgentDone(agent_id))
     finally:
         slots.close()
         for env in envs:

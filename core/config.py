@@ -14,11 +14,14 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from core.names import did_you_mean
 
 LR_SCHEDULES = ("constant", "linear", "log-curve", "linear-log-n", "linear-n")
 ROBUST_ESTIMATORS = ("none", "median", "mean", "trimmed-mean")
@@ -28,6 +31,8 @@ MODES = ("sync", "async")
 REPLAY_SAMPLING = ("uniform", "return-weighted")
 HEAD_REDUCTIONS = ("min", "mean")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+SEED_KEY = "trainer.seed"  # the one field a configuration's hash leaves out
 
 
 class ConfigError(ValueError):
@@ -41,8 +46,18 @@ def doc(default: Any, text: str) -> Any:
     return field(default=default, metadata={"doc": text})
 
 
+def _checker(where: str) -> Callable[[bool, str, str], None]:
+    """``need(ok, key, what)``: raise ``ConfigError("{where}{key} {what}")`` unless `ok`."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{where}{key} {what}")
+    return need
+
+
 @dataclass
 class ModelConfig:
+    """The Q-Transformer network."""
+
     embed_dim: int = doc(128, "Transformer width (QT-TDM Table III).")
     num_layers: int = doc(2, "Transformer blocks (QT-TDM Table III).")
     num_heads: int = doc(8, "Attention heads (QT-TDM Table III).")
@@ -52,9 +67,21 @@ class ModelConfig:
     zero_init_q_out: bool = doc(True, "Start the Q output layer at zero (the peers' codes): every bin starts at "
                                       "Q = 0, the pessimistic minimum return, instead of small random values.")
 
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(self.num_heads >= 1, "model.num_heads", "must be >= 1")
+        need(self.embed_dim > 0 and self.embed_dim % self.num_heads == 0, "model.embed_dim",
+             f"must be a positive multiple of model.num_heads ({self.embed_dim} vs {self.num_heads})")
+        need(self.num_layers >= 1, "model.num_layers", "must be >= 1")
+        need(self.num_bins >= 2, "model.num_bins", "must be >= 2 (bin 0 = -1, bin K-1 = +1)")
+        need(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        need(self.num_q_heads in (1, 2), "model.num_q_heads", "must be 1 or 2")
+
 
 @dataclass
 class LearnerConfig:
+    """The learner: optimiser, TD targets and loss, replay buffer, update rate."""
+
     lr: float = doc(3e-4, "Base Adam learning rate (QT-TDM Table IV).")
     lr_schedule: str = doc("linear", f"Multiplier on lr over training, one of {LR_SCHEDULES} (DQT 4.2).")
     adam_eps: float = doc(1e-5, "Adam epsilon.")
@@ -79,10 +106,41 @@ class LearnerConfig:
                                        "env steps) across agents; 1 = QT-TDM's one update per agent step.")
     warmup_steps: int = doc(2000, "Env steps (all agents) of uniform random actions before learning.")
     debug_nan_at_update: int = doc(0, "Test hook: poison the batch once this many updates are done (0 = never).")
+    precision: str = doc("fp32", f"Forward and loss precision, one of {PRECISIONS}: bf16 runs the networks under "
+                                 "bf16 autocast; weights, gradients and Adam stay fp32 either way. "
+                                 "On CUDA, fp32 matmuls may use TF32.")
+    compile: bool = doc(True, "On CUDA: compile the loss with torch.compile(mode='reduce-overhead') (CUDA graphs) "
+                              "and step a capturable fused Adam with a device LR. Ignored on CPU, which runs eager.")
+
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(self.lr > 0, "learner.lr", "must be > 0")
+        need(self.lr_schedule in LR_SCHEDULES, "learner.lr_schedule",
+             f"must be one of {', '.join(LR_SCHEDULES)} (got '{self.lr_schedule}')")
+        need(self.batch_size >= 1, "learner.batch_size", "must be >= 1")
+        need(0.0 < self.gamma <= 1.0, "learner.gamma", "must be in (0, 1]")
+        need(self.n_step >= 1, "learner.n_step", "must be >= 1")
+        need(self.conservative_weight >= 0, "learner.conservative_weight", "must be >= 0")
+        need(self.td_loss in TD_LOSSES, "learner.td_loss", f"must be one of {', '.join(TD_LOSSES)}")
+        need(0.0 < self.target_tau <= 1.0, "learner.target_tau", "must be in (0, 1]")
+        need(self.target_update_every >= 1, "learner.target_update_every", "must be >= 1")
+        need(self.replay_capacity >= 1, "learner.replay_capacity", "must be >= 1")
+        need(self.replay_sampling in REPLAY_SAMPLING, "learner.replay_sampling",
+             f"must be one of {', '.join(REPLAY_SAMPLING)} (got '{self.replay_sampling}')")
+        need(self.replay_return_floor > 0 and math.isfinite(self.replay_return_floor), "learner.replay_return_floor",
+             "must be > 0")
+        need(self.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
+        need(self.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
+        need(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
+        need(self.debug_nan_at_update >= 0, "learner.debug_nan_at_update", "must be >= 0")
+        need(self.precision in PRECISIONS, "learner.precision",
+             f"must be one of {', '.join(PRECISIONS)} (got '{self.precision}')")
 
 
 @dataclass
 class ExplorationConfig:
+    """How agents explore: epsilon-greedy over the action bins."""
+
     eps_max: float = doc(1.0, "Epsilon at the start of decay (DQT eq. 2).")
     eps_min: float = doc(0.01, "Epsilon floor (DQT eq. 2).")
     decay_fraction: float = doc(0.3, "T_decay as a fraction of trainer.train_steps (QT-TDM: 30%).")
@@ -91,9 +149,20 @@ class ExplorationConfig:
     greedy_heads: str = doc("min", f"How the greedy policy (acting and evaluation) combines the Q heads, one of "
                                    f"{HEAD_REDUCTIONS}: min = the targets' pessimistic value, mean = the peers'.")
 
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(0.0 <= self.eps_min <= self.eps_max <= 1.0, "exploration.eps_min",
+             "and exploration.eps_max must satisfy 0 <= eps_min <= eps_max <= 1")
+        need(0.0 < self.decay_fraction <= 1.0, "exploration.decay_fraction", "must be in (0, 1]")
+        need(0.0 <= self.dim_redraw_prob <= 1.0, "exploration.dim_redraw_prob", "must be in [0, 1]")
+        need(self.greedy_heads in HEAD_REDUCTIONS, "exploration.greedy_heads",
+             f"must be one of {', '.join(HEAD_REDUCTIONS)} (got '{self.greedy_heads}')")
+
 
 @dataclass
 class NoiseConfig:
+    """Noise added to training rewards, and the robust estimator that sees it."""
+
     kind: str = doc("gaussian", f"Reward noise distribution, one of {NOISE_KINDS}.")
     mean: float = doc(0.0, "mu: mean of the noise added to every training reward (DQT eq. 12).")
     std: float = doc(0.0, "sigma: standard deviation of that noise (a true std; 0 disables noise).")
@@ -102,9 +171,22 @@ class NoiseConfig:
     samples: int = doc(100, "M: noisy reward draws the robust estimator sees (DQT eq. 14).")
     trim_fraction: float = doc(0.1, "Fraction cut from each tail by the trimmed-mean estimator.")
 
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(self.kind in NOISE_KINDS, "noise.kind", f"must be one of {', '.join(NOISE_KINDS)}")
+        need(math.isfinite(self.mean), "noise.mean", "must be finite")
+        need(self.std >= 0 and math.isfinite(self.std), "noise.std", f"must be >= 0 (got {self.std})")
+        need(self.df > 2, "noise.df", "must be > 2 so the student-t noise has a finite std")
+        need(self.robust in ROBUST_ESTIMATORS, "noise.robust",
+             f"must be one of {', '.join(ROBUST_ESTIMATORS)} (got '{self.robust}')")
+        need(self.samples >= 1, "noise.samples", "must be >= 1")
+        need(0.0 <= self.trim_fraction < 0.5, "noise.trim_fraction", "must be in [0, 0.5)")
+
 
 @dataclass
 class EnvConfig:
+    """The environment protocol: episode length, action repeat, reward scale."""
+
     episode_length: int = doc(200, "Env steps per episode before the time-limit truncation (bootstrapped); "
                                    "0 = the task's own (MetaWorld 500, toy-reach 30). Paper protocol: 200.")
     action_repeat: int = doc(2, "Env steps per decision: each chosen action is repeated this many times "
@@ -112,9 +194,19 @@ class EnvConfig:
     reward_scale: float = doc(0.5, "A decision's reward = reward_scale x the sum of its env rewards (paper "
                                    "protocol: 0.5, the mean of the two; native: 1).")
 
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(self.episode_length >= 0, "env.episode_length", "must be >= 0 (0 = the task's own length)")
+        need(self.action_repeat >= 1, "env.action_repeat", "must be >= 1")
+        need(self.episode_length % self.action_repeat == 0, "env.episode_length",
+             f"must be a multiple of env.action_repeat ({self.episode_length} vs {self.action_repeat})")
+        need(self.reward_scale > 0 and math.isfinite(self.reward_scale), "env.reward_scale", "must be > 0")
+
 
 @dataclass
 class TrainerConfig:
+    """The run: task, agents, length, devices, checkpoints, weight publishing."""
+
     task: str = doc("door-unlock", "MetaWorld v3 task id (with or without -v3 / mw- prefix) or toy-reach.")
     num_agents: int = doc(1, "Agent processes exploring in parallel (DQT n).")
     envs_per_agent: int = doc(1, "Envs each agent steps in lockstep with one batched decode (1 = the paper).")
@@ -131,12 +223,34 @@ class TrainerConfig:
     max_update_backlog: int = doc(1000, "async: agents get no new episode slot while the learner owes more than "
                                         "this many updates, so the policy never trails the data far; 0 = no bound.")
     max_agent_restarts: int = doc(3, "Times a dead agent is restarted before the run fails.")
+    publish_every_updates: int = doc(50, "async: publish the weights to the agents after this many learner updates "
+                                         "or publish_every_ms, whichever comes first (sync publishes each episode).")
+    publish_every_ms: float = doc(100.0, "async: the most time between two publishes while the learner trains (ms).")
+
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(self.num_agents >= 1, "trainer.num_agents", "must be >= 1")
+        need(self.envs_per_agent >= 1, "trainer.envs_per_agent", "must be >= 1")
+        need(self.train_steps >= 1, "trainer.train_steps", "must be >= 1")
+        need(self.mode in MODES, "trainer.mode", f"must be one of {', '.join(MODES)}")
+        need(self.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}")
+        need(self.torch_threads >= 1, "trainer.torch_threads", "must be >= 1")
+        need(self.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0")
+        need(self.max_update_backlog >= 0, "trainer.max_update_backlog", "must be >= 0")
+        need(self.max_agent_restarts >= 0, "trainer.max_agent_restarts", "must be >= 0")
 
 
 @dataclass
 class EvalConfig:
+    """Greedy, noise-free evaluation."""
+
     every: int = doc(10_000, "Env steps (all agents) between evaluations.")
     episodes: int = doc(10, "Greedy, noise-free episodes per evaluation.")
+
+    def validate(self, where: str = "") -> None:
+        need = _checker(where)
+        need(self.every >= 1, "eval.every", "must be >= 1")
+        need(self.episodes >= 1, "eval.episodes", "must be >= 1")
 
 
 SECTIONS: dict[str, type] = {
@@ -178,7 +292,7 @@ class RunConfig:
         for key, value in flat.items():
             section, _, name = str(key).partition(".")
             if section not in SECTIONS or not name or name not in _field_types(SECTIONS[section]):
-                raise ConfigError(f"{where}unknown config key '{key}'{_suggest(key)}")
+                raise ConfigError(f"{where}unknown config key '{key}'{did_you_mean(str(key), field_docs())}")
             setattr(sections[section], name, coerce(value, _field_types(SECTIONS[section])[name], f"{where}{key}"))
         cfg = cls(**sections)
         cfg.validate(where)
@@ -212,79 +326,28 @@ class RunConfig:
     def config_hash(self) -> str:
         """Stable 12-hex id of the configuration without its seed: the seeds of one
         configuration share it, so (config_hash, seed) identifies a sweep point."""
-        flat = {k: v for k, v in self.to_flat().items() if k != "trainer.seed"}
-        blob = json.dumps(flat, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(self.to_flat())
 
     # ---- values -----------------------------------------------------------------------
     def validate(self, where: str = "") -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"{where}{key} {what}")
-
-        m, lr, ex, nz, tr, ev = self.model, self.learner, self.exploration, self.noise, self.trainer, self.eval
-        en = self.env
-        need(m.embed_dim > 0 and m.embed_dim % m.num_heads == 0, "model.embed_dim",
-             f"must be a positive multiple of model.num_heads ({m.embed_dim} vs {m.num_heads})")
-        need(m.num_layers >= 1, "model.num_layers", "must be >= 1")
-        need(m.num_heads >= 1, "model.num_heads", "must be >= 1")
-        need(m.num_bins >= 2, "model.num_bins", "must be >= 2 (bin 0 = -1, bin K-1 = +1)")
-        need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        need(m.num_q_heads in (1, 2), "model.num_q_heads", "must be 1 or 2")
-        need(lr.lr > 0, "learner.lr", "must be > 0")
-        need(lr.lr_schedule in LR_SCHEDULES, "learner.lr_schedule",
-             f"must be one of {', '.join(LR_SCHEDULES)} (got '{lr.lr_schedule}')")
-        need(lr.batch_size >= 1, "learner.batch_size", "must be >= 1")
-        need(0.0 < lr.gamma <= 1.0, "learner.gamma", "must be in (0, 1]")
-        need(lr.n_step >= 1, "learner.n_step", "must be >= 1")
-        need(lr.conservative_weight >= 0, "learner.conservative_weight", "must be >= 0")
-        need(lr.td_loss in TD_LOSSES, "learner.td_loss", f"must be one of {', '.join(TD_LOSSES)}")
-        need(0.0 < lr.target_tau <= 1.0, "learner.target_tau", "must be in (0, 1]")
-        need(lr.target_update_every >= 1, "learner.target_update_every", "must be >= 1")
-        need(lr.replay_capacity >= 1, "learner.replay_capacity", "must be >= 1")
-        need(lr.replay_sampling in REPLAY_SAMPLING, "learner.replay_sampling",
-             f"must be one of {', '.join(REPLAY_SAMPLING)} (got '{lr.replay_sampling}')")
-        need(lr.replay_return_floor > 0 and math.isfinite(lr.replay_return_floor), "learner.replay_return_floor",
-             "must be > 0")
-        need(lr.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
-        need(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
-        need(lr.grad_clip > 0, "learner.grad_clip", "must be > 0")
-        need(lr.debug_nan_at_update >= 0, "learner.debug_nan_at_update", "must be >= 0")
-        need(0.0 <= ex.eps_min <= ex.eps_max <= 1.0, "exploration.eps_min",
-             "and exploration.eps_max must satisfy 0 <= eps_min <= eps_max <= 1")
-        need(0.0 < ex.decay_fraction <= 1.0, "exploration.decay_fraction", "must be in (0, 1]")
-        need(0.0 <= ex.dim_redraw_prob <= 1.0, "exploration.dim_redraw_prob", "must be in [0, 1]")
-        need(ex.greedy_heads in HEAD_REDUCTIONS, "exploration.greedy_heads",
-             f"must be one of {', '.join(HEAD_REDUCTIONS)} (got '{ex.greedy_heads}')")
-        need(nz.kind in NOISE_KINDS, "noise.kind", f"must be one of {', '.join(NOISE_KINDS)}")
-        need(math.isfinite(nz.mean), "noise.mean", "must be finite")
-        need(nz.std >= 0 and math.isfinite(nz.std), "noise.std", f"must be >= 0 (got {nz.std})")
-        need(nz.df > 2, "noise.df", "must be > 2 so the student-t noise has a finite std")
-        need(nz.robust in ROBUST_ESTIMATORS, "noise.robust",
-             f"must be one of {', '.join(ROBUST_ESTIMATORS)} (got '{nz.robust}')")
-        need(nz.samples >= 1, "noise.samples", "must be >= 1")
-        need(0.0 <= nz.trim_fraction < 0.5, "noise.trim_fraction", "must be in [0, 0.5)")
-        need(tr.num_agents >= 1, "trainer.num_agents", "must be >= 1")
-        need(tr.envs_per_agent >= 1, "trainer.envs_per_agent", "must be >= 1")
-        need(tr.train_steps >= 1, "trainer.train_steps", "must be >= 1")
-        need(tr.mode in MODES, "trainer.mode", f"must be one of {', '.join(MODES)}")
-        need(tr.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}")
-        need(en.episode_length >= 0, "env.episode_length", "must be >= 0 (0 = the task's own length)")
-        need(en.action_repeat >= 1, "env.action_repeat", "must be >= 1")
-        need(en.episode_length % en.action_repeat == 0, "env.episode_length",
-             f"must be a multiple of env.action_repeat ({en.episode_length} vs {en.action_repeat})")
-        need(en.reward_scale > 0 and math.isfinite(en.reward_scale), "env.reward_scale", "must be > 0")
+        """Each section's own rules, then the rules that span sections."""
+        for name in SECTIONS:
+            getattr(self, name).validate(where)
+        need = _checker(where)
+        tr, en = self.trainer, self.env
         need(tr.train_steps % en.action_repeat == 0, "trainer.train_steps",
              f"must be a multiple of env.action_repeat ({tr.train_steps} vs {en.action_repeat}): a decision "
              "always costs action_repeat env steps")
-        need(tr.train_steps > lr.warmup_steps, "trainer.train_steps",
-             f"must exceed learner.warmup_steps ({tr.train_steps} <= {lr.warmup_steps}): the run would never learn")
-        need(tr.torch_threads >= 1, "trainer.torch_threads", "must be >= 1")
-        need(tr.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0")
-        need(tr.max_update_backlog >= 0, "trainer.max_update_backlog", "must be >= 0")
-        need(tr.max_agent_restarts >= 0, "trainer.max_agent_restarts", "must be >= 0")
-        need(ev.every >= 1, "eval.every", "must be >= 1")
-        need(ev.episodes >= 1, "eval.episodes", "must be >= 1")
+        need(tr.train_steps > self.learner.warmup_steps, "trainer.train_steps",
+             f"must exceed learner.warmup_steps ({tr.train_steps} <= {self.learner.warmup_steps}): "
+             "the run would never learn")
+
+
+def config_hash(flat: Mapping[str, Any]) -> str:
+    """12-hex id of a flat ``{"section.field": value}`` config (or a run's MLflow params) without
+    its `SEED_KEY`; the one definition behind `RunConfig.config_hash` and the analysis."""
+    blob = json.dumps({k: v for k, v in flat.items() if k != SEED_KEY}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def flatten(nested: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -293,7 +356,7 @@ def flatten(nested: dict[str, Any], where: str = "") -> dict[str, Any]:
     for key, value in nested.items():
         if isinstance(value, dict):
             if key not in SECTIONS:
-                raise ConfigError(f"{where}unknown config section '{key}'{_suggest(str(key))}")
+                raise ConfigError(f"{where}unknown config section '{key}'{did_you_mean(str(key), SECTIONS)}")
             for sub, v in value.items():
                 if isinstance(v, dict):
                     raise ConfigError(f"{where}unknown config section '{key}.{sub}'")
@@ -368,10 +431,3 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
             raise ConfigError(f"{key} expects a string, got {value!r}")
         return str(value)
     raise ConfigError(f"{key}: unsupported type {typ}")
-
-
-def _suggest(key: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(key), list(field_docs()), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -16,6 +16,7 @@ from core.bins import to_continuous
 from core.config import RunConfig
 from core.decode import GreedyDecoder
 from core.envs import make_run_env, run_eval_episodes
+from core.messages import EvalRequest, EvalResult
 from core.model import QTransformer
 from core.procutil import become_child_of_run, exit_now, parent_alive
 from core.transport import load_flat
@@ -24,6 +25,7 @@ EVAL_SEED_OFFSET = 999
 
 
 def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, results: Any, parent_pid: int) -> None:
+    """Answer each EvalRequest on `requests` with an EvalResult on `results`; None ends it."""
     become_child_of_run(parent_pid)
     torch.set_num_threads(1)
     tr = cfg.trainer
@@ -37,15 +39,14 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
 
     while True:
         try:
-            req = requests.get(timeout=0.5)
+            req: EvalRequest | None = requests.get(timeout=0.5)
         except queue.Empty:
             if not parent_alive(parent_pid):
                 return
             continue
         if req is None:
             exit_now(0)
-        step, flat = req
-        load_flat(model, torch.from_numpy(np.asarray(flat, dtype=np.float32)))
+        load_flat(model, torch.from_numpy(np.asarray(req.weights, dtype=np.float32)))
         decoder.refresh()
         out = run_eval_episodes(env, policy, cfg.eval.episodes)
-        results.put((step, float(out["success_rate"]), float(out["return"])))
+        results.put(EvalResult(req.env_steps, float(out["success_rate"]), float(out["return"])))

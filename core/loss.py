@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-TD_LOSSES = ("mse", "huber")
+from core.config import TD_LOSSES
 
 
 def per_dim_targets(

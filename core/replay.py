@@ -1,7 +1,7 @@
-"""Episode replay buffer with n-step returns and Monte-Carlo return-to-go.
+"""Episode replay buffer with n-step returns and Monte-Carlo return-to-go, on the learner's device.
 
 Whole episodes go in; every per-step quantity the loss needs is computed once at
-insertion (QT 4.3), so sampling is a single index gather over pre-allocated ring arrays
+insertion (QT 4.3), so sampling is a single index gather over pre-allocated ring tensors
 (Sample Factory style: allocate once, move indices, never loop per sample).
 
 Per stored step t of an episode of length L (rewards r_0..r_{L-1}, observations
@@ -26,8 +26,18 @@ Sampling (``learner.replay_sampling``):
   not leak the true reward through the sampler; the floor keeps zero- (or negative-)
   return episodes drawable (the peers give return 0 the weight 1e-4).
 
-Memory: obs and next_obs are stored as float32 (2 x capacity x obs_dim x 4 bytes);
-arrays come from ``np.zeros`` so the OS only commits pages that are written.
+Device: the storage lives where the learner trains, so a batch is drawn (``torch.randint``
+/ ``torch.rand``) and gathered there without touching the host. The n-step quantities are
+still computed on the host (numpy, once per episode); the episode then travels in ONE
+host-to-device copy, from pinned memory on CUDA, packed with its row of the episode table
+(first transition, kept length, weight) that return-weighted sampling reads on the device.
+Randomness: `sample` takes the caller's numpy generator and draws one 64-bit seed from it
+per batch for the device generator, so that generator's state (which the trainer
+checkpoints) alone decides every batch, on any device, and a resume draws the same batches.
+
+Memory: all float columns of a transition share one float32 row
+(obs | next_obs | R | d | G: (2 obs_dim + 3) x 4 bytes), bins are int16. On the CPU the
+storage comes from ``np.zeros`` so the OS only commits pages that are written.
 """
 
 from __future__ import annotations
@@ -93,6 +103,16 @@ def n_step_targets(
 
 
 SAMPLING = ("uniform", "return-weighted")
+_HEADER = 24  # bytes of an episode's table row in its packed transfer: float64 first, length, weight
+
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.int16: np.int16}
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if device.type == "cpu":  # np.zeros: untouched pages are never committed (a large, mostly empty ring)
+        return torch.from_numpy(np.zeros(shape, dtype=_NUMPY[dtype]))
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 class ReplayBuffer:
@@ -106,10 +126,13 @@ class ReplayBuffer:
         n_step: n of the n-step return (QT 4.3).
         sampling: "uniform" or "return-weighted" (module docstring).
         return_floor: the smallest episode weight of return-weighted sampling (> 0).
+        device: where the transitions are stored and batches are drawn and gathered.
     """
 
+    ARRAYS = ("obs", "next_obs", "bins", "ret", "discount", "mc_return")
+
     def __init__(self, capacity: int, obs_dim: int, action_dims: int, gamma: float, n_step: int,
-                 sampling: str = "uniform", return_floor: float = 1e-4) -> None:
+                 sampling: str = "uniform", return_floor: float = 1e-4, device: torch.device | str = "cpu") -> None:
         if capacity < 1 or obs_dim < 1 or action_dims < 1 or n_step < 1:
             raise ValueError("capacity, obs_dim, action_dims and n_step must be >= 1")
         if sampling not in SAMPLING or not return_floor > 0:
@@ -121,19 +144,26 @@ class ReplayBuffer:
         self.action_dims = int(action_dims)
         self.gamma = float(gamma)
         self.n_step = int(n_step)
-        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.device = torch.device(device)
+        D = self.obs_dim
+        self._width = 2 * D + 3
+        # one row per transition: a batch is two gathers (this and bins), not six
+        self._rows = _zeros((capacity, self._width), torch.float32, self.device)
+        self.obs, self.next_obs = self._rows[:, :D], self._rows[:, D: 2 * D]
+        self.ret, self.discount, self.mc_return = self._rows[:, 2 * D], self._rows[:, 2 * D + 1], self._rows[:, 2 * D + 2]
         # int16 holds any K up to 32768 bins at a quarter of int64's memory.
-        self.bins = np.zeros((capacity, action_dims), dtype=np.int16)
-        self.ret = np.zeros(capacity, dtype=np.float32)
-        self.discount = np.zeros(capacity, dtype=np.float32)
-        self.mc_return = np.zeros(capacity, dtype=np.float32)
+        self.bins = _zeros((capacity, action_dims), torch.int16, self.device)
+        self._gen = torch.Generator(device=self.device)
+        self._pinned = self.device.type == "cuda"
         self._ptr = 0  # next slot to write
         self._size = 0
         self._written = 0  # slots written so far: transition g lives in slot g % capacity while g >= written - capacity
-        # per stored episode: first global transition, kept length, sampling weight (oldest first)
+        # per stored episode: first global transition, kept length, sampling weight (oldest first);
+        # the host copy is the bookkeeping (checkpoint, eviction), the device ring the sampler's table
         self._episodes: deque[tuple[int, int, float]] = deque()
-        self._episode_table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # cached arrays of the above
+        self._ep_ring = _zeros((64, 3), torch.float64, self.device)  # rows (first, length, weight), float64: exact
+        self._ep_head = 0  # ring row of the oldest stored episode
+        self._ep_table: tuple[torch.Tensor, torch.Tensor] | None = None  # live rows oldest first, their cumsum
         self.episodes_added = 0
         self.transitions_added = 0
 
@@ -168,78 +198,125 @@ class ReplayBuffer:
         # An episode longer than the whole buffer keeps only its newest `capacity` steps.
         keep = slice(max(0, length - self.capacity), length)
         count = keep.stop - keep.start
-        slots = (self._ptr + np.arange(count)) % self.capacity
-        self.obs[slots] = obs[:length][keep]
-        self.next_obs[slots] = obs[next_idx[keep]]
-        self.bins[slots] = bins[keep]
-        self.ret[slots] = ret[keep]
-        self.discount[slots] = discount[keep]
-        self.mc_return[slots] = mc[keep]
+        weight = max(float(np.sum(rewards, dtype=np.float64)), self.return_floor)
+        entry = (self._written, count, weight)
+
+        D, W, N = self.obs_dim, self._width, self.action_dims
+        f32_bytes, i16_bytes = count * W * 4, count * N * 2
+        packed = torch.empty(_HEADER + f32_bytes + i16_bytes, dtype=torch.uint8, pin_memory=self._pinned)
+        host = packed.numpy()
+        host[:_HEADER].view(np.float64)[:] = entry
+        rows = host[_HEADER: _HEADER + f32_bytes].view(np.float32).reshape(count, W)
+        rows[:, :D] = obs[:length][keep]
+        rows[:, D: 2 * D] = obs[next_idx[keep]]
+        rows[:, 2 * D], rows[:, 2 * D + 1], rows[:, 2 * D + 2] = ret[keep], discount[keep], mc[keep]
+        host[_HEADER + f32_bytes:].view(np.int16).reshape(count, N)[:] = bins[keep]
+        dev = packed.to(self.device, non_blocking=True)  # the episode's one host-to-device copy
+        dev_rows = dev[_HEADER: _HEADER + f32_bytes].view(torch.float32).view(count, W)
+        dev_bins = dev[_HEADER + f32_bytes:].view(torch.int16).view(count, N)
+        # at most two contiguous runs of slots: up to the end of the ring, then from its start
+        first_run = min(count, self.capacity - self._ptr)
+        self._rows[self._ptr: self._ptr + first_run] = dev_rows[:first_run]
+        self.bins[self._ptr: self._ptr + first_run] = dev_bins[:first_run]
+        if first_run < count:
+            self._rows[: count - first_run] = dev_rows[first_run:]
+            self.bins[: count - first_run] = dev_bins[first_run:]
         self._ptr = int((self._ptr + count) % self.capacity)
         self._size = min(self._size + count, self.capacity)
-        self._episodes.append((self._written, count, max(float(np.sum(rewards, dtype=np.float64)), self.return_floor)))
+
         self._written += count
         oldest = self._written - self.capacity
         while self._episodes and self._episodes[0][0] + self._episodes[0][1] <= oldest:
             self._episodes.popleft()  # fully overwritten
-        self._episode_table = None
+            self._ep_head = (self._ep_head + 1) % self._ep_ring.shape[0]
+        self._episodes.append(entry)
+        self._ring_reserve(len(self._episodes))
+        row = (self._ep_head + len(self._episodes) - 1) % self._ep_ring.shape[0]
+        self._ep_ring[row] = dev[:_HEADER].view(torch.float64)
+        self._ep_table = None
+
+    def _ring_reserve(self, n: int) -> None:
+        """Make the device episode ring hold `n` live rows (doubling; the live rows move to the front)."""
+        size = self._ep_ring.shape[0]
+        if n <= size:
+            return
+        new = _zeros((max(2 * size, n), 3), torch.float64, self.device)
+        live = n - 1  # the newest row is written by the caller
+        order = (self._ep_head + torch.arange(live, device=self.device)) % size
+        new[:live] = self._ep_ring[order]
+        self._ep_ring, self._ep_head = new, 0
 
     # ---- checkpoint / resume ----------------------------------------------------------
-    ARRAYS = ("obs", "next_obs", "bins", "ret", "discount", "mc_return")
-
     def state_dict(self) -> dict:
-        """The stored transitions and bookkeeping (copies), for a checkpoint."""
+        """The stored transitions and bookkeeping (host numpy copies), for a checkpoint."""
         n = self._size
-        return {"arrays": {k: getattr(self, k)[:n].copy() for k in self.ARRAYS},
+        return {"arrays": {k: getattr(self, k)[:n].cpu().numpy().copy() for k in self.ARRAYS},
                 "ptr": self._ptr, "size": n, "written": self._written, "episodes": list(self._episodes),
                 "episodes_added": self.episodes_added, "transitions_added": self.transitions_added}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a `state_dict` into a buffer of the same capacity and shapes."""
+        """Restore a `state_dict` into a buffer of the same capacity and shapes (any device)."""
         n = int(state["size"])
         if n > self.capacity:
             raise ValueError(f"the saved replay holds {n} transitions, more than this buffer's {self.capacity}")
         for k in self.ARRAYS:
-            getattr(self, k)[:n] = state["arrays"][k]
+            getattr(self, k)[:n] = torch.as_tensor(np.asarray(state["arrays"][k])).to(self.device)
         self._ptr, self._size, self._written = int(state["ptr"]), n, int(state["written"])
         self._episodes = deque(tuple(e) for e in state["episodes"])
-        self._episode_table = None
+        table = np.array(list(self._episodes), dtype=np.float64).reshape(-1, 3)
+        self._ep_ring = _zeros((max(64, len(table)), 3), torch.float64, self.device)
+        self._ep_ring[: len(table)] = torch.from_numpy(table).to(self.device)
+        self._ep_head = 0
+        self._ep_table = None
         self.episodes_added, self.transitions_added = int(state["episodes_added"]), int(state["transitions_added"])
 
-    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        """Slot indices of a minibatch (with replacement), by the buffer's sampling rule."""
+    # ---- sampling ---------------------------------------------------------------------
+    def _generator(self, rng: np.random.Generator | torch.Generator) -> torch.Generator:
+        if isinstance(rng, torch.Generator):
+            return rng
+        return self._gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator | torch.Generator) -> torch.Tensor:
+        """Slot indices [batch_size] (int64, on the buffer's device) of a minibatch drawn with
+        replacement by the buffer's sampling rule. `rng`: a numpy generator (one seed drawn
+        from it per batch) or a torch generator on the buffer's device."""
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
+        g = self._generator(rng)
         if self.sampling == "uniform":
-            return rng.integers(0, self._size, size=batch_size)
-        first, length, cum = self._table()
-        ep = np.searchsorted(cum, rng.random(batch_size) * cum[-1], side="right")
+            return torch.randint(0, self._size, (batch_size,), generator=g, device=self.device)
+        table, cum = self._table()
+        u = torch.rand(batch_size, generator=g, device=self.device, dtype=torch.float64) * cum[-1]
+        # rounding can put u on the total; every weight is >= floor > 0, so the last row is live
+        ep = torch.searchsorted(cum, u, right=True).clamp_(max=len(self._episodes) - 1)
+        first, length = table[ep, 0], table[ep, 1]
         # a partly overwritten oldest episode keeps its surviving steps
-        lo = np.maximum(first[ep], self._written - self.capacity)
-        hi = first[ep] + length[ep]
-        return (lo + (rng.random(batch_size) * (hi - lo)).astype(np.int64)) % self.capacity
+        lo = first.clamp(min=float(self._written - self.capacity))
+        span = first + length - lo
+        step = torch.floor(torch.rand(batch_size, generator=g, device=self.device, dtype=torch.float64) * span)
+        return (lo + torch.minimum(step, span - 1)).long() % self.capacity
 
     def episode_probabilities(self) -> np.ndarray:
         """Probability of each stored episode (oldest first) under return-weighted sampling."""
-        _, _, cum = self._table()
-        return np.diff(cum, prepend=0.0) / cum[-1]
+        weight = np.array([w for _, _, w in self._episodes], dtype=np.float64)
+        return weight / weight.sum()
 
-    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self._episode_table is None:
-            first, length, weight = (np.array(c) for c in zip(*self._episodes, strict=True))
-            self._episode_table = (first.astype(np.int64), length.astype(np.int64), np.cumsum(weight))
-        return self._episode_table
+    def _table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Live episode rows oldest first [E, 3] and the cumulative weights [E], on the device;
+        rebuilt after each new episode, not per batch."""
+        if self._ep_table is None:
+            size = self._ep_ring.shape[0]
+            order = (self._ep_head + torch.arange(len(self._episodes), device=self.device)) % size
+            table = self._ep_ring[order]
+            self._ep_table = (table, torch.cumsum(table[:, 2], 0))
+        return self._ep_table
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """A uniform minibatch (with replacement) as CPU tensors; call ``.to(device)``."""
+    def sample(self, batch_size: int, rng: np.random.Generator | torch.Generator) -> Batch:
+        """A minibatch (with replacement), gathered on the buffer's device."""
         idx = self.sample_indices(batch_size, rng)
         # Slots [0, size) are exactly the stored ones: before the first wrap they are the
         # written prefix, after it every slot holds a live transition.
-        return Batch(
-            obs=torch.from_numpy(self.obs[idx]),
-            bins=torch.from_numpy(self.bins[idx].astype(np.int64)),
-            ret=torch.from_numpy(self.ret[idx]),
-            discount=torch.from_numpy(self.discount[idx]),
-            next_obs=torch.from_numpy(self.next_obs[idx]),
-            mc_return=torch.from_numpy(self.mc_return[idx]),
-        )
+        rows = self._rows.index_select(0, idx)
+        D = self.obs_dim
+        return Batch(obs=rows[:, :D], bins=self.bins.index_select(0, idx).long(), ret=rows[:, 2 * D],
+                     discount=rows[:, 2 * D + 1], next_obs=rows[:, D: 2 * D], mc_return=rows[:, 2 * D + 2])

@@ -135,7 +135,8 @@ def add_ui_parser(sub) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from core.tracking import resolve_tracking_uri, serve_ui
+    from core.tracking import resolve_tracking_uri
+    from dqt.ui import serve_ui
 
     return serve_ui(resolve_tracking_uri(args.tracking_uri), host=args.host, port=args.port)
 

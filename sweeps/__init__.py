@@ -5,6 +5,7 @@
 - `sweeps.runner`: the orchestration: skip FINISHED points, claim the rest, run each as a
   `dqt train` process (`--jobs` at a time); the dry-run table.
 - `sweeps.store`: the MLflow side: runs and status of each point, the sweep's parent run.
+- `sweeps.parent`: the parent run of one invocation: bookkeeping tags, success-AUC results.
 - `sweeps.claims`: the Optuna-storage claim queue shared by workers, and claim liveness.
 - `sweeps.launch`: `dqt train` child processes, signals (Ctrl-C / SIGTERM), progress line.
 - `sweeps.search`: Optuna search over a spec's `search.space` (objective: success AUC,

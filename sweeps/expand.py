@@ -90,15 +90,22 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return {k: (t if tails.count(t) == 1 else k) for k, t in zip(keys, tails, strict=True)}
 
 
-def run_name(point: Point, keys: list[str]) -> str:
-    """A readable MLflow run name, e.g. ``std=5 robust=median seed=0``."""
+def config_name(point: Point, keys: list[str]) -> str:
+    """The point's configuration in words, e.g. ``std=5 robust=median`` (its values of `keys`);
+    empty when no key varies."""
     names = short_names(keys)
     flat = point.config.to_flat()
-    parts = [f"{names[k]}={_fmt(flat[k])}" for k in keys]
-    return " ".join([*parts, f"seed={point.seed}"])
+    return " ".join(f"{names[k]}={_fmt(flat[k])}" for k in keys)
+
+
+def run_name(point: Point, keys: list[str]) -> str:
+    """A readable MLflow run name, e.g. ``std=5 robust=median seed=0``."""
+    return " ".join(filter(None, [config_name(point, keys), f"seed={point.seed}"]))
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.6g}"  # a sampled 0.000123456789 reads 0.000123457
     return str(value)

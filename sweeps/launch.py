@@ -8,6 +8,7 @@ caller's business (`Job.on_start`, `Job.on_exit`, the `next_job` callback of `ru
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.progress import StatusBar, duration
 from sweeps.expand import Point
 
 TRAIN_CMD: tuple[str, ...] = (sys.executable, "-m", "dqt.cli", "train")
@@ -172,9 +174,11 @@ def _in_main_thread() -> bool:
 class SweepProgress:
     """``noise[quick] 3/18 done, 1 failed, 2 running, ETA 4m10s`` on stderr.
 
-    Redrawn in place on a terminal; in a log, appended to the line of each point that
-    starts or ends.
+    A tqdm bar on a terminal, with each point that starts or ends printed above it; in a
+    log, that line appended to the line of each point that starts or ends.
     """
+
+    BAR_FORMAT = "{desc} |{bar}| [{elapsed}{postfix}]"
 
     def __init__(self, label: str, total: int, done: int = 0, jobs: int = 1, stream: TextIO | None = None):
         self.label, self.total, self.done, self.jobs = label, total, done, jobs
@@ -184,10 +188,12 @@ class SweepProgress:
         self.seconds: list[float] = []
         self.ok_seconds: list[float] = []
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._drawn = 0.0
+        self.bar = StatusBar(self.stream, total, self._desc(), self.BAR_FORMAT, initial=done)
+        self.tty = self.bar.active
+        self._drawn = -math.inf
 
-    def line(self) -> str:
+    def status(self) -> str:
+        """``1 failed, 2 running, ETA 4m10s``: the line after the done count."""
         left = self.total - self.done - self.failed - self.elsewhere
         eta = ""
         # Failures are often quick, so they would make the estimate optimistic.
@@ -196,8 +202,13 @@ class SweepProgress:
             per = sum(seconds) / len(seconds)
             eta = f", ETA {duration(per * left / max(1, min(self.jobs, left)))}"
         other = f", {self.elsewhere} on other workers" if self.elsewhere else ""
-        return (f"{self.label} {self.done}/{self.total} done, {self.failed} failed, "
-                f"{len(self.running)} running{other}{eta}")
+        return f"{self.failed} failed, {len(self.running)} running{other}{eta}"
+
+    def _desc(self) -> str:
+        return f"{self.label} {self.done}/{self.total} done"
+
+    def line(self) -> str:
+        return f"{self._desc()}, {self.status()}"
 
     def started(self, name: str) -> None:
         self.running.add(name)
@@ -216,8 +227,8 @@ class SweepProgress:
             self._say(f"{what} {name} ({duration(seconds)}); log: {log}")
 
     def _say(self, event: str) -> None:
-        if self.tty:  # the event scrolls up; the status line is redrawn below it
-            print(f"\r\033[K{event}", file=self.stream)
+        if self.tty:  # the event scrolls up; the bar is redrawn below it
+            self.bar.event(event)
             self.render(force=True)
         else:
             print(f"{event}  [{self.line()}]", file=self.stream, flush=True)
@@ -226,15 +237,7 @@ class SweepProgress:
         if not self.tty or (not force and time.monotonic() - self._drawn < 1.0):
             return
         self._drawn = time.monotonic()
-        print(f"\r\033[K{self.line()}", end="", file=self.stream, flush=True)
+        self.bar.show(self.done, self.status(), desc=self._desc())
 
     def close(self) -> None:
-        if self.tty:
-            print(file=self.stream)
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+        self.bar.close()

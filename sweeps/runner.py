@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.progress import duration
 from core.tracking import resolve_tracking_uri
-from sweeps.claims import Claim, ClaimQueue, Owner, default_storage, parent_owner, parent_tags, study_name
+from sweeps.claims import Claim, ClaimQueue, Owner, default_storage, parent_owner, study_name
 from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
     EXIT_INTERRUPTED,
@@ -34,10 +35,10 @@ from sweeps.launch import (
     Job,
     Launcher,
     SweepProgress,
-    duration,
     exit_code,
     run_jobs,
 )
+from sweeps.parent import SweepParent, config_aucs, result_key, results_prefix
 from sweeps.spec import Spec
 from sweeps.store import STATUS_NONE, Store, StoredRun, point_status
 
@@ -123,14 +124,9 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     workdir = opts.make_workdir(f"dqt-sweep-{spec.name}-")
     active: dict[int, Claim] = {}
 
-    def parent() -> str:
-        if result.parent_run_id is None:
-            result.parent_run_id = store.start_parent(
-                f"{spec.label} sweep",
-                tags={"dqt.role": "parent", "sweep": spec.name, "profile": spec.profile or "",
-                      **parent_tags(queue.owner), "dqt.spec": spec.path},
-                params={"points": len(points), "jobs": opts.jobs, "storage": opts.storage or default_storage(uri)})
-        return result.parent_run_id
+    parent = SweepParent(store, spec, queue.owner, "grid",
+                         params={"points": len(points), "jobs": opts.jobs,
+                                 "storage": opts.storage or default_storage(uri)})
 
     def next_job() -> Job | None:
         while (claim := queue.claim(wanted)) is not None:
@@ -177,15 +173,30 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
         for claim in list(active.values()):  # only after an error of our own
             queue.finish(claim, ok=False, exit_code=-1)
     result.elsewhere = queue.elsewhere(set(wanted) - finished - {p.key for p in result.finished})
-    if result.parent_run_id is not None:
-        status = "KILLED" if result.interrupted else "FAILED" if result.failed else "FINISHED"
-        store.end_parent(result.parent_run_id, status, {
-            "points_total": len(points), "points_finished": len(result.finished),
-            "points_failed": len(result.failed), "points_already_finished": len(finished)})
+    result.parent_run_id = parent.run_id
+    if parent.run_id is not None:
+        _end_parent(parent, store, points, keys, result, len(finished))
     _report(spec, result, keys, workdir, stream)
     if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _end_parent(parent: SweepParent, store: Store, points: list[Point], keys: list[str],
+                result: SweepResult, already: int) -> None:
+    """End the parent run: counts as tags, each configuration's success AUC (and the best)
+    as metrics, for the configurations whose seeds all FINISHED (`sweeps.parent`)."""
+    aucs = config_aucs(store, points, keys)
+    prefix = results_prefix()
+    results = {result_key(prefix, name): auc for name, (_, auc) in aucs.items()}
+    tags = {}
+    if aucs:
+        best = max(aucs, key=lambda name: aucs[name][1])
+        results[f"{prefix}/best"] = aucs[best][1]
+        tags = {"best.config": best, "best.config_hash": aucs[best][0]}
+    parent.end(interrupted=result.interrupted, failed=bool(result.failed), results=results, tags=tags,
+               counts={"points_total": len(points), "points_finished": len(result.finished),
+                       "points_failed": len(result.failed), "points_already_finished": already})
 
 
 def end_dead_parents(store: Store, spec: Spec, stream: TextIO) -> list[str]:

@@ -4,7 +4,7 @@ Each trial is one configuration (base + the sampled values) trained once per see
 spec, each seed a child run of the sweep's parent run like any grid point; its value is the
 mean over seeds of the area under the run's `search.metric` curve (default
 ``eval/success_rate``) over env steps, normalised by the step range (DQT figure 5): the
-same `analysis.auc.budget_auc` the reports use.
+same `analysis.auc.budget_auc` the reports use (`sweeps.parent.success_auc`).
 
 The study ``search/<name>/<profile>`` lives in the same Optuna storage as the claim queue
 (next to the MLflow store by default), so rerunning the command continues the study until
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from analysis.auc import budget_auc
 from core.config import ConfigError, RunConfig
 from core.tracking import resolve_tracking_uri
 from sweeps.claims import (
@@ -30,24 +29,15 @@ from sweeps.claims import (
     default_storage,
     ensure_study,
     open_storage,
-    parent_tags,
     reap_stale,
     study_name,
 )
-from sweeps.expand import Point
+from sweeps.expand import Point, config_name, run_name
 from sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
+from sweeps.parent import SweepParent, result_key, results_prefix, success_auc
 from sweeps.runner import SweepOptions, end_dead_parents
 from sweeps.spec import SEED_KEY, SearchParam, Spec
 from sweeps.store import Store, point_status
-
-
-def success_auc(history: Sequence[tuple[float, float]], budget: float | None = None) -> float:
-    """The objective of one run: `analysis.auc.budget_auc` of its ``(step, value)`` points over
-    [0, its budget] (default: its last step), the AUC the reports give; no points give 0."""
-    if not history:
-        return 0.0
-    steps, values = zip(*history, strict=True)
-    return budget_auc(steps, values, max(steps) if budget is None else budget)
 
 
 def suggest(trial: Any, space: Sequence[SearchParam], base: RunConfig) -> dict[str, Any]:
@@ -85,6 +75,7 @@ class SearchResult:
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
+    trial_values: dict[int, tuple[str, float]] = field(default_factory=dict)  # trial -> (configuration, value)
 
     @property
     def exit_code(self) -> int:
@@ -118,15 +109,10 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     jobs: deque[Job] = deque()
     live: dict[int, _Trial] = {}
 
-    def parent() -> str:
-        if result.parent_run_id is None:
-            result.parent_run_id = store.start_parent(
-                f"{spec.label} search",
-                tags={"dqt.role": "parent", "sweep": spec.name, "profile": spec.profile or "",
-                      "dqt.mode": "search", **parent_tags(owner), "dqt.spec": spec.path, "optuna.study": name},
-                params={"n_trials": search.n_trials, "direction": search.direction, "metric": search.metric,
-                        "jobs": opts.jobs})
-        return result.parent_run_id
+    keys = [p.key for p in search.space]
+    parent = SweepParent(store, spec, owner, "search", tags={"optuna.study": name},
+                         params={"n_trials": search.n_trials, "direction": search.direction,
+                                 "metric": search.metric, "jobs": opts.jobs})
 
     def budget_left() -> bool:
         reap_stale(storage, study_id, opts.stale_after_s)
@@ -175,7 +161,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
             if state.pending == 0:
                 _finish(state)
 
-        return Job(point=point, name=f"trial {state.trial.number} seed={point.seed}",
+        return Job(point=point, name=f"trial {state.trial.number} {run_name(point, keys)}",
                    tags={"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point",
                          "dqt.worker": owner.token, "optuna.study": name, "optuna.trial": str(state.trial.number)},
                    resume=resume, on_exit=on_exit)
@@ -197,7 +183,9 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
             aucs.append(success_auc(history, point.config.trainer.train_steps))
         state.trial.set_user_attr("run_ids", [state.run_ids[p.seed] for p in state.points])
         state.trial.set_user_attr("aucs", aucs)
-        _tell(state.trial, sum(aucs) / len(aucs))
+        value = sum(aucs) / len(aucs)
+        result.trial_values[state.trial.number] = (config_name(state.points[0], keys), value)
+        _tell(state.trial, value)
 
     def _tell(trial: Any, value: float | None) -> None:
         if value is None:
@@ -221,11 +209,16 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
         progress.close()
         for state in list(live.values()):  # interrupted (or our own error): these trials did not finish
             _tell(state.trial, None)
-    _record_best(study, store, result, search.direction, stream)
-    if result.parent_run_id is not None:
-        status = "KILLED" if result.interrupted else "FAILED" if result.failed else "FINISHED"
-        store.end_parent(result.parent_run_id, status, {"trials_completed": result.completed,
-                                                        "trials_failed": result.failed})
+    best_tags, best_params = _record_best(study, result, search.direction, stream)
+    result.parent_run_id = parent.run_id
+    prefix = results_prefix(search.metric)
+    results = {result_key(prefix, config): value for config, value in result.trial_values.values()}
+    steps = {result_key(prefix, config): number for number, (config, _) in sorted(result.trial_values.items())}
+    if result.best_value is not None:
+        results[f"{prefix}/best"] = result.best_value
+    parent.end(interrupted=result.interrupted, failed=bool(result.failed), results=results, steps=steps,
+               tags=best_tags, params=best_params,
+               counts={"trials_completed": result.completed, "trials_failed": result.failed})
     if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     elif result.failed:
@@ -233,26 +226,22 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     return result
 
 
-def _record_best(study: Any, store: Store, result: SearchResult, direction: str, stream: TextIO) -> None:
-    """Print the best trial of the whole study and put it on this invocation's parent run."""
+def _record_best(study: Any, result: SearchResult, direction: str,
+                 stream: TextIO) -> tuple[dict[str, str], dict[str, Any]]:
+    """Print the best trial of the whole study; its tags and params for the parent run."""
     try:
         best = study.best_trial
     except ValueError:  # no COMPLETE trial yet
         print(f"{study.study_name}: no completed trial yet", file=stream)
-        return
+        return {}, {}
     result.best_value, result.best_params = best.value, dict(best.params)
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
     print(f"{study.study_name}: best {direction[:3]} AUC {best.value:.4f} (trial {best.number}): {shown}",
           file=sys.stdout)
-    if result.parent_run_id is not None:
-        client = store.client
-        client.set_tag(result.parent_run_id, "best.trial", str(best.number))
-        client.set_tag(result.parent_run_id, "best.value", f"{best.value:.6g}")
-        client.set_tag(result.parent_run_id, "best.config_hash", str(best.user_attrs.get("config_hash", "")))
-        client.set_tag(result.parent_run_id, "best.run_ids", ",".join(best.user_attrs.get("run_ids", [])))
-        for key, value in best.params.items():
-            client.log_param(result.parent_run_id, f"best.{key}", value)
-        client.log_metric(result.parent_run_id, "best_auc", best.value)
+    tags = {"best.trial": str(best.number), "best.value": f"{best.value:.6g}",
+            "best.config_hash": str(best.user_attrs.get("config_hash", "")),
+            "best.run_ids": ",".join(best.user_attrs.get("run_ids", []))}
+    return tags, {f"best.{key}": value for key, value in best.params.items()}
 
 
 def describe(spec: Spec, storage: str | None, tracking_uri: str | None, out: TextIO) -> None:

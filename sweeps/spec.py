@@ -28,7 +28,6 @@ Every profile is resolved and every configuration of its grids built with
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 import typing
@@ -40,6 +39,7 @@ from typing import Any
 import yaml
 
 from core.config import SECTIONS, ConfigError, RunConfig, coerce, field_docs, flatten
+from core.names import did_you_mean
 
 DEFAULT_PROFILE = "quick"
 TOP_KEYS = ("name", "description", "base", "grid", "grids", "seeds", "profiles", "search")
@@ -259,7 +259,7 @@ def _check_keys(data: Mapping[str, Any], allowed: Iterable[str], path: str, wher
     for key in data:
         if key not in allowed:
             prefix = f"{where}: " if where else ""
-            raise ConfigError(f"{path}: {prefix}unknown key '{key}'{_did_you_mean(str(key), allowed)}")
+            raise ConfigError(f"{path}: {prefix}unknown key '{key}'{did_you_mean(str(key), allowed)}")
 
 
 def _check_sections(block: Mapping[str, Any], path: str, where: str) -> None:
@@ -476,7 +476,7 @@ def _param(key: str, raw: dict[str, Any], path: str, where: str, base: dict[str,
 # ---- single keys and values -----------------------------------------------------------
 def _check_key(key: str, path: str, where: str) -> None:
     if key not in field_docs():
-        raise ConfigError(f"{path}: {where}: unknown config key '{key}'{_did_you_mean(key, field_docs())}")
+        raise ConfigError(f"{path}: {where}: unknown config key '{key}'{did_you_mean(key, field_docs())}")
 
 
 def _type_of(key: str) -> Any:
@@ -512,7 +512,3 @@ def _string(value: Any, path: str, where: str) -> str:
 def _first_field(section: str) -> str:
     return next(iter(typing.get_type_hints(SECTIONS[section])))
 
-
-def _did_you_mean(key: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""

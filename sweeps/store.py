@@ -8,6 +8,7 @@ store shared by parallel runs ("database is locked") does not fail the sweep.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,9 +139,17 @@ class Store:
         with_retry(lambda: self.client.set_tag(run_id, FAILURE_REASON_TAG, reason), "set tag")
         self.set_status(run_id, "KILLED")
 
-    def end_parent(self, run_id: str, status: str, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            with_retry(lambda k=key, v=value: self.client.log_metric(run_id, k, v), "log metric")
+    def end_parent(self, run_id: str, status: str, tags: dict[str, str], metrics: dict[str, float],
+                   steps: dict[str, int] | None = None, params: dict[str, Any] | None = None) -> None:
+        """Write a parent run's last tags, params and metrics (at `steps`, default 0), then end it."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, (steps or {}).get(k, 0)) for k, v in metrics.items()]
+        labels = [RunTag(k, str(v)) for k, v in tags.items()]
+        values = [Param(k, str(v)) for k, v in (params or {}).items()]
+        with_retry(lambda: self.client.log_batch(run_id, metrics=points, params=values, tags=labels,
+                                                 synchronous=True), "log results")
         self.set_status(run_id, status)
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:

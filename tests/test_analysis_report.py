@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -43,17 +41,12 @@ from analysis.figures import (
 from analysis.load import RUN_COLUMNS, load_tidy
 from analysis.report import build_report, render_report, summary_frame
 from analysis.selection import ExperimentRuns, prepare
-from core.config import ConfigError
+from core.config import ConfigError, config_hash
 
 TOTAL = 100_000
 EVAL_STEPS = np.arange(0, TOTAL + 1, 10_000)
 BASE = {"trainer.train_steps": TOTAL, "trainer.task": "door-unlock", "trainer.num_agents": 1,
         "learner.lr_schedule": "linear", "noise.mean": 0.0, "noise.std": 0.0, "noise.robust": "none"}
-
-
-def config_hash(params: dict) -> str:
-    flat = {k: v for k, v in params.items() if k != "trainer.seed"}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def success_curve(skill: float, seed: int, steps: np.ndarray) -> np.ndarray:

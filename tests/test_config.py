@@ -8,7 +8,17 @@ import sys
 import pytest
 from conftest import REPO
 
-from core.config import SECTIONS, ConfigError, RunConfig, field_docs, flatten, parse_set
+from core.config import (
+    SECTIONS,
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    config_hash,
+    field_docs,
+    flatten,
+    parse_set,
+)
+from core.names import closest, did_you_mean
 
 
 def custom() -> RunConfig:
@@ -57,6 +67,11 @@ def test_values_are_coerced_and_checked():
     ({"model.embed_dim": 100}, "model.embed_dim must be a positive multiple of model.num_heads"),
     ({"exploration.eps_min": 0.5, "exploration.eps_max": 0.1}, "eps_min <= eps_max"),
     ({"trainer.mode": "lockstep"}, "trainer.mode must be one of sync, async"),
+    ({"model.num_heads": 0}, "model.num_heads must be >= 1"),
+    ({"learner.precision": "fp16"}, "learner.precision must be one of fp32, bf16 (got 'fp16')"),
+    ({"trainer.train_steps": 1001, "learner.warmup_steps": 0}, "trainer.train_steps must be a multiple of "
+                                                                "env.action_repeat (1001 vs 2)"),
+    ({"trainer.train_steps": 100}, "trainer.train_steps must exceed learner.warmup_steps (100 <= 2000)"),
 ])
 def test_bad_values_name_the_key(flat, message):
     with pytest.raises(ConfigError) as err:
@@ -65,8 +80,24 @@ def test_bad_values_name_the_key(flat, message):
     assert "\n" not in str(err.value)
 
 
+def test_each_section_validates_its_own_fields():
+    ModelConfig().validate()
+    with pytest.raises(ConfigError, match=r"^x: model.dropout must be in \[0, 1\)$"):
+        ModelConfig(dropout=1.0).validate("x: ")
+    for name in SECTIONS:  # the defaults pass every section's rules
+        getattr(RunConfig(), name).validate()
+
+
+def test_did_you_mean():
+    assert did_you_mean("noise.sdt", field_docs()) == " (did you mean 'noise.std'?)"
+    assert did_you_mean("zzz", ["noise.std"]) == ""
+    assert did_you_mean("door-unlok", {"door-unlock": "door-unlock-v3"}, shown={"door-unlock": "door-unlock-v3"}) == (
+        " (did you mean 'door-unlock-v3'?)")
+    assert closest("sqlit", ["sqlite", "http"]) == "sqlite" and closest("x", []) is None
+
+
 def test_nested_unknown_section_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config section 'lerner'"):
+    with pytest.raises(ConfigError, match=r"unknown config section 'lerner' \(did you mean 'learner'\?\)"):
         flatten({"lerner": {"lr": 1}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("learner: [1, 2\n")
@@ -86,3 +117,11 @@ def test_config_hash_is_stable_and_ignores_only_the_seed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == RunConfig.from_flat({"noise.std": 2.5}).config_hash()
+
+
+def test_one_config_hash_for_configs_and_run_params():
+    """One hash for RunConfig and for a run's MLflow params (the analysis' fallback id), seed left out."""
+    cfg = custom()
+    params = {k: str(v) for k, v in cfg.to_flat().items()}
+    assert config_hash(cfg.to_flat()) == cfg.config_hash()
+    assert config_hash(params) == config_hash({**params, "trainer.seed": "9"})

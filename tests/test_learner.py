@@ -35,6 +35,12 @@ def fixed_batch(n_dims: int = 2, batch: int = 16, seed: int = 0) -> Batch:
     )
 
 
+def step(learner: Learner, batch: Batch) -> dict[str, float]:
+    """One update and its metrics: the update alone never reads the device."""
+    learner.update(batch)
+    return learner.window_metrics()
+
+
 class FakeTarget(nn.Module):
     """Target network stub with known outputs; counts which inputs it was run on."""
 
@@ -102,7 +108,7 @@ def test_update_reduces_loss_on_fixed_batch_and_reports_metrics():
     torch.manual_seed(0)
     learner = Learner(OBS_DIM, 2, small_cfg(**{"learner.lr": 3e-3, "learner.target_update_every": 1000}))
     batch = fixed_batch()
-    history = [learner.update(batch) for _ in range(60)]
+    history = [step(learner, batch) for _ in range(60)]
     assert set(history[0]) == set(METRIC_KEYS)
     assert all(isinstance(v, float) for v in history[0].values())
     assert history[-1]["loss/td"] < 0.2 * history[0]["loss/td"]
@@ -112,19 +118,23 @@ def test_update_reduces_loss_on_fixed_batch_and_reports_metrics():
 def test_lr_follows_schedule():
     learner = Learner(OBS_DIM, 2, small_cfg(**{"learner.lr_schedule": "linear", "learner.lr": 1e-3}),
                       total_updates=4)
-    lrs = [learner.update(fixed_batch())["opt/lr"] for _ in range(4)]
+    lrs = [step(learner, fixed_batch())["opt/lr"] for _ in range(4)]
     assert lrs == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
 
 
-def test_non_finite_loss_raises_before_touching_weights():
+def test_non_finite_loss_is_reported_by_the_window_and_never_touches_weights():
     learner = Learner(OBS_DIM, 2, small_cfg())
     learner.update(fixed_batch())
     before = [p.detach().clone() for p in learner.model.parameters()]
     bad = fixed_batch()
     bad.ret[3] = float("nan")
-    with pytest.raises(FloatingPointError, match="non-finite loss at update 1"):
-        learner.update(bad)
+    learner.update(bad)  # queued, not checked: no host sync per update
+    learner.update(fixed_batch())  # later updates are skipped too
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at update 1 \(log window of updates 0-2"):
+        learner.window_metrics()
     assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters(), strict=True))
+    with pytest.raises(FloatingPointError, match="non-finite loss at update 1"):
+        learner.state_dict()  # no resumable checkpoint from a poisoned run
 
 
 def test_state_dict_round_trip_resumes_identically():
@@ -132,11 +142,12 @@ def test_state_dict_round_trip_resumes_identically():
     a = Learner(OBS_DIM, 2, cfg, total_updates=10)
     for _ in range(3):
         a.update(fixed_batch())
+    a.window_metrics()
     b = Learner(OBS_DIM, 2, cfg, total_updates=10)
     b.load_state_dict(a.state_dict())
     assert b.updates == 3
     batch = fixed_batch(seed=1)
-    assert a.update(batch) == b.update(batch)
+    assert step(a, batch) == step(b, batch)
     for pa, pb in zip(a.target.parameters(), b.target.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
@@ -146,5 +157,5 @@ def test_learner_trains_from_replay_batches():
     rng = np.random.default_rng(0)
     buf.add_episode(rng.standard_normal((21, OBS_DIM)), rng.integers(0, 8, (20, 2)), rng.random(20), True)
     learner = Learner(OBS_DIM, 2, small_cfg(**{"learner.conservative_weight": 1.0, "learner.td_loss": "huber"}))
-    metrics = learner.update(buf.sample(32, rng))
+    metrics = step(learner, buf.sample(32, rng))
     assert metrics["loss/conservative"] >= 0.0 and np.isfinite(metrics["q/mean"])

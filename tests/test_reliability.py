@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_TOY, dqt_command, run_dqt
+from conftest import REPO, TINY_TOY, alive, children_of, dqt_command, run_dqt
 from mlflow.tracking import MlflowClient
-from test_trainer import alive, children_of
 
 pytestmark = pytest.mark.slow
 
@@ -148,6 +147,7 @@ def test_nan_loss_fails_the_run_with_its_reason(store):
     assert run.info.status == "FAILED"
     reason = run.data.tags["dqt.failure_reason"]
     assert "non-finite loss at update 5" in reason and "env step" in reason, reason
+    assert "log window of updates" in reason, reason  # found once per window, not per update
 
 
 def test_four_parallel_runs_into_one_sqlite_store_lose_no_point(store):

@@ -1,4 +1,6 @@
-"""Replay buffer: n-step returns, bootstrap masking, MC return-to-go, ring wrap, uniform sampling."""
+"""Replay buffer: n-step returns, bootstrap masking, MC return-to-go, ring wrap, uniform sampling.
+
+The buffer stores torch tensors (here on the CPU); indices come back as tensors too."""
 
 from __future__ import annotations
 
@@ -118,12 +120,12 @@ def test_return_weighted_sampling_follows_the_peers_rule():
         start += 100.0
     weights = np.array([4.0, 2.0, 0.5, 0.5])  # floors for the zero and the negative return
     np.testing.assert_allclose(buf.episode_probabilities(), weights / weights.sum())
-    idx = buf.sample_indices(100_000, np.random.default_rng(0))
-    ep = (buf.obs[idx, 0] // 100).astype(int)
+    idx = buf.sample_indices(100_000, np.random.default_rng(0)).numpy()
+    ep = (buf.obs[idx, 0].numpy() // 100).astype(int)
     freq = np.bincount(ep, minlength=4) / idx.size
     np.testing.assert_allclose(freq, weights / weights.sum(), atol=0.005)
     # uniform inside an episode: episode 1's ten steps each get 1/10 of its draws
-    steps = buf.obs[idx[ep == 1], 0] - 100
+    steps = buf.obs[idx[ep == 1], 0].numpy() - 100
     np.testing.assert_allclose(np.bincount(steps.astype(int), minlength=10) / steps.size, 0.1, atol=0.01)
 
 
@@ -134,12 +136,12 @@ def test_return_weighted_sampling_forgets_overwritten_episodes():
         obs, bins = episode(length, 100.0 * k)
         buf.add_episode(obs, bins, np.full(length, r), terminated=False)
     idx = buf.sample_indices(20_000, np.random.default_rng(1))
-    ids = buf.obs[idx, 0]
+    ids = buf.obs[idx, 0].numpy()
     # episode 0 keeps steps 4 and 5 (slots 4, 5), still with its return 30 as weight
     assert set(np.unique(ids[ids < 100])) == {4.0, 5.0}
     assert (ids < 100).mean() == pytest.approx(30 / 38, abs=0.01)
     buf.add_episode(*episode(2, 300.0), np.ones(2), terminated=False)  # overwrites the rest of episode 0
-    ids = buf.obs[buf.sample_indices(5_000, np.random.default_rng(2)), 0]
+    ids = buf.obs[buf.sample_indices(5_000, np.random.default_rng(2)), 0].numpy()
     assert (ids >= 100).all()
 
 

@@ -122,6 +122,7 @@ def test_flushed_points_are_in_the_file_even_when_the_process_os_exits(store: st
         cut = RunTracker({store!r}, "exits", run_name="cut", flush_every_s=0.0)
         for step in range(25):
             cut.log_metrics({{"loss/td": step / 7}}, step=step)
+        cut.flush()  # returns once MLflow's writer threads wrote every point
         os._exit(0)  # no end(), no atexit, no interpreter teardown
     """)
     snap = assert_copy_is_complete(db_of(store), tmp_path, {"FINISHED", "RUNNING"})
@@ -191,6 +192,7 @@ def test_a_run_ending_checkpoints_a_wal_another_process_holds_open(store: str, t
         assert journal_mode(db) == "wal"
         for step in range(60):
             tracker.log_metrics({"loss/td": step, "q/mean": step / 2}, step=step)
+        tracker.flush()  # written, not just handed to MLflow's writer threads
         assert wal_bytes(db) > 0
         holder.stdin.write("read 3\n")
         holder.stdin.flush()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fake_train as fake
 import pytest
+from conftest import alive
 
 from core.tracking import ensure_store
 from sweeps.expand import expand
@@ -82,6 +83,9 @@ def test_sweep_runs_points_as_children_and_reruns_only_failures(tmp_path, env):
     parent = parents[0]
     assert parent.info.status == "FAILED"
     assert parent.data.tags["sweep"] == "demo" and parent.data.tags["profile"] == "quick"
+    # bookkeeping in tags; metrics are results: the AUC of each configuration whose seeds finished
+    assert parent.data.tags["dqt.points_failed"] == "1" and parent.data.tags["dqt.points_total"] == "3"
+    assert set(parent.data.metrics) == {"success_auc/mean:0", "success_auc/mean:5", "success_auc/best"}
     children = [r for r in runs if r.data.tags.get("dqt.role") == "point"]
     assert len(children) == 3
     for run in children:
@@ -178,14 +182,6 @@ sys.exit(run_sweep(spec, expand(spec), opts).exit_code)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.slow  # a sweep subprocess with two stand-in trainers, stopped by a signal: ~15 s each
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
@@ -200,7 +196,7 @@ def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 130, err
     pids = [s["pid"] for s in starts(env["log"])]
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     runs = runs_of(env["uri"])
     assert sorted(r.info.status for r in runs if r.data.tags.get("dqt.role") == "point") == ["KILLED", "KILLED"]
     assert [r.info.status for r in runs if r.data.tags.get("dqt.role") == "parent"] == ["KILLED"]

@@ -35,6 +35,19 @@ def test_success_auc_is_the_normalised_trapezoid():
     assert success_auc(history) == normalized_auc([s for s, _ in history], [v for _, v in history])
 
 
+def test_result_keys_are_mlflow_metric_names():
+    from analysis.load import SUCCESS
+    from core.tracking.writer import _check_key
+    from sweeps.parent import SUCCESS as PARENT_SUCCESS
+    from sweeps.parent import result_key, results_prefix
+
+    assert PARENT_SUCCESS == SUCCESS  # sweeps.parent keeps its own copy to import analysis lazily
+    assert result_key(results_prefix(), "std=5 robust=median") == "success_auc/std:5 robust:median"
+    assert results_prefix("eval/return") == "eval/return_auc"
+    for name in ("task=mw/door", "a,b=c+d", "x" * 400):
+        _check_key(result_key(results_prefix(), name), "metric")  # raises on a name MLflow refuses
+
+
 def test_suggest_follows_the_config_field_types(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nbase: {trainer: {task: toy-reach}}\nsearch:\n  n_trials: 1\n  space:\n"
@@ -68,7 +81,9 @@ def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, ca
     from mlflow import MlflowClient
 
     spec = load_spec(make_spec(tmp_path, "learner.lr: {choices: [1.0e-4, 5.0e-4, 1.0e-3]}", n_trials=3))
-    opts = SweepOptions(tracking_uri=env, train_cmd=fake.command(), jobs=2, stream=io.StringIO(),
+    # jobs=1: two trials running at once may sample the same lr, and neither can reuse the other's
+    # run before it has FINISHED; the reuse rule is checked below without that race.
+    opts = SweepOptions(tracking_uri=env, train_cmd=fake.command(), jobs=1, stream=io.StringIO(),
                         workdir=tmp_path / "work")
     result = run_search(spec, opts)
     assert result.exit_code == 0 and result.completed == 3
@@ -90,6 +105,13 @@ def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, ca
     assert len(children) == len({t.params["learner.lr"] for t in trials})
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert {r.data.tags["optuna.trial"] for r in children} <= {"0", "1", "2"}
+    for r in children:  # the name says the trial and its configuration
+        trial, lr = r.data.tags["optuna.trial"], float(r.data.params["learner.lr"])
+        assert r.info.run_name == f"trial {trial} lr={lr:g} seed=0"
+    assert parent.data.metrics["success_auc/best"] == pytest.approx(result.best_value)
+    assert {k: v for k, v in parent.data.metrics.items() if k != "success_auc/best"} == pytest.approx(
+        {f"success_auc/lr:{t.params['learner.lr']:g}": t.value for t in trials})
+    assert parent.data.tags["dqt.trials_completed"] == "3"
 
     again = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO(),
                                           workdir=tmp_path / "work"))

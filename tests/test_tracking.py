@@ -1,4 +1,4 @@
-"""core/tracking.py against real SQLite stores in tmp folders and real processes.
+"""core/tracking/ against real SQLite stores in tmp folders and real processes.
 
 A new MLflow SQLite store costs ~3 s of Alembic migrations, so most tests share one store
 (module fixture) and use their own experiment; only the concurrency test needs a new one.
@@ -6,15 +6,10 @@ A new MLflow SQLite store costs ~3 s of Alembic migrations, so most tests share 
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,8 +25,6 @@ from core.tracking import (
     is_transient,
     last_logged_step,
     resolve_tracking_uri,
-    serve_ui,
-    ui_command,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,25 +102,6 @@ def test_artifact_root(tmp_path: Path) -> None:
     assert artifact_root_for(f"sqlite:///{tmp_path}/m.db") == (tmp_path.resolve() / "mlartifacts").as_uri()
     assert artifact_root_for("http://localhost:5000") is None
     assert artifact_root_for("postgresql://u@h/db") is None
-
-
-def test_ui_command_serves_sqlite_artifacts(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/m.db"
-    cmd = ui_command(uri, port=5055)
-    assert cmd[1:4] == ["-m", "mlflow", "server"]
-    assert cmd[cmd.index("--backend-store-uri") + 1] == uri
-    assert cmd[cmd.index("--artifacts-destination") + 1] == artifact_root_for(uri)
-    assert "--default-artifact-root" not in ui_command("postgresql://u@h/db")
-
-
-def test_serve_ui_refuses_servers_and_busy_ports(store: str) -> None:
-    with pytest.raises(ConfigError, match="already an MLflow server"):
-        serve_ui("http://127.0.0.1:5000")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        with pytest.raises(ConfigError, match=f"cannot serve the UI on 127.0.0.1:{busy.getsockname()[1]}"):
-            serve_ui(store, port=busy.getsockname()[1])
 
 
 # ---- runs -----------------------------------------------------------------------------------
@@ -242,17 +216,26 @@ def test_resume_appends_without_duplicating(store: str) -> None:
         RunTracker(store, "resume", resume_run_id="0" * 32)
 
 
-def test_flush_batches_and_auto_flush(store: str) -> None:
-    tracker = RunTracker(store, "flush", flush_every_s=3600)
-    for step in range(2500):  # the buffer fills at 1000 points: two automatic flushes
+@pytest.mark.parametrize("async_metrics", [True, False], ids=["async", "sync"])
+def test_flush_batches_and_auto_flush(store: str, async_metrics: bool) -> None:
+    tracker = RunTracker(store, "flush", flush_every_s=3600, async_metrics=async_metrics)
+    for step in range(2500):  # the buffer fills at 1000 points: two automatic sends
         tracker.log_metrics({"q/mean": step}, step=step)
-    assert tracker.pending == 500
+    if async_metrics:  # the two sends return at once; MLflow's threads may still be writing
+        assert 500 <= tracker.pending <= 2500
+    else:
+        assert tracker.pending == 500
+    tracker.flush()
+    assert tracker.pending == 0
+    assert steps(store, tracker.run_id, "q/mean") == list(range(2500))  # flush waited for every point
     tracker.end()
-    assert steps(store, tracker.run_id, "q/mean") == list(range(2500))
 
-    timed = RunTracker(store, "flush", flush_every_s=0.0)
+    timed = RunTracker(store, "flush", flush_every_s=0.0, async_metrics=async_metrics)
     timed.log_metrics({"opt/lr": 1e-3}, step=0)
-    assert timed.pending == 0  # old enough: written at once
+    deadline = time.monotonic() + 30
+    while timed.pending and time.monotonic() < deadline:  # old enough: sent at once, no flush needed
+        time.sleep(0.05)
+    assert timed.pending == 0
     assert steps(store, timed.run_id, "opt/lr") == [0]
     timed.end()
     with pytest.raises(ValueError, match="invalid MLflow metric name"):
@@ -294,6 +277,107 @@ def test_transient_errors_are_retried_and_nothing_is_lost(store: str) -> None:
     assert not is_transient(MlflowException("Changing param values is not allowed",
                                             error_code="INVALID_PARAMETER_VALUE"))
     assert is_transient(ConnectionRefusedError())
+
+
+# ---- asynchronous metrics -------------------------------------------------------------------
+KEYS = ("loss/td", "loss/conservative", "q/mean", "opt/lr", "perf/updates_per_s")
+
+
+@pytest.mark.parametrize("exit_path", ["end", "failure", "interrupt"])
+def test_async_logging_loses_no_point_on_any_exit(store: str, exit_path: str) -> None:
+    """10,000 points handed to MLflow's writer threads in 20 batches; the run ends right after
+    the last call (cleanly, by an exception, by Ctrl-C) and the store holds every point."""
+    expected = {"end": "FINISHED", "failure": "FAILED", "interrupt": "KILLED"}[exit_path]
+    error = {"end": None, "failure": RuntimeError, "interrupt": KeyboardInterrupt}[exit_path]
+    tracker = RunTracker(store, "async", run_name=exit_path, flush_every_s=3600, async_metrics=True, max_buffer=500)
+    try:
+        with tracker:
+            for step in range(2000):
+                tracker.log_metrics({k: step * (i + 1) for i, k in enumerate(KEYS)}, step=step)
+            assert tracker.pending > 0  # handed over or buffered, not all written yet
+            if error is not None:
+                raise error("stop")
+    except (RuntimeError, KeyboardInterrupt):
+        pass
+    assert tracker.pending == 0
+    run = client(store).get_run(tracker.run_id)
+    assert run.info.status == expected
+    for i, key in enumerate(KEYS):
+        history = client(store).get_metric_history(tracker.run_id, key)
+        assert sorted(m.step for m in history) == list(range(2000)), key
+        assert all(m.value == m.step * (i + 1) for m in history)
+
+
+def test_the_learner_does_not_wait_for_a_locked_store(store: str) -> None:
+    """Another process holds the SQLite write lock for 3 s: logging returns at once all that
+    time (a synchronous write would wait for the lock), and every point lands after."""
+    import sqlite3
+    from contextlib import closing
+
+    tracker = RunTracker(store, "locked", flush_every_s=0.0, async_metrics=True)
+    with closing(sqlite3.connect(store.split(":///", 1)[1], isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        t0 = time.monotonic()
+        longest = 0.0
+        step = 0
+        while time.monotonic() - t0 < 3.0:
+            start = time.monotonic()
+            tracker.log_metrics({"loss/td": step / 10}, step=step)
+            longest = max(longest, time.monotonic() - start)
+            step += 1
+            time.sleep(0.02)
+        assert tracker.pending > 0  # nothing could be written while the lock was held
+        holder.execute("COMMIT")
+    assert longest < 1.0, f"a log_metrics call waited {longest:.2f} s for the lock"
+    tracker.end()
+    assert steps(store, tracker.run_id, "loss/td") == list(range(step))
+
+
+def test_async_batches_mlflow_fails_are_written_again(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch MLflow's worker thread could not write (locked past the busy timeout) comes back
+    through its future, is retried, and no point is lost."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    real = SqlAlchemyStore._log_metrics
+    failures = {"left": 3}
+
+    def locked(self, run_id, metrics):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise MlflowException("(sqlite3.OperationalError) database is locked",
+                                  error_code="TEMPORARILY_UNAVAILABLE")
+        return real(self, run_id, metrics)
+
+    monkeypatch.setattr(SqlAlchemyStore, "_log_metrics", locked)
+    tracker = RunTracker(store, "async-retry", flush_every_s=0.0, async_metrics=True)
+    for step in range(30):
+        tracker.log_metrics({"x": step}, step=step)
+    tracker.end()
+    assert failures["left"] == 0 and tracker.retries >= 3
+    assert steps(store, tracker.run_id, "x") == list(range(30))
+
+
+def test_exit_now_writes_what_an_unended_tracker_holds(store: str) -> None:
+    """A process leaving through `exit_now` (os._exit after settling) without ending its run:
+    points still buffered and batches still in flight are written first."""
+    script = f"""
+from core.procutil import exit_now
+from core.tracking import RunTracker
+buffered = RunTracker({store!r}, "unended", run_name="buffered", flush_every_s=3600, async_metrics=True)
+in_flight = RunTracker({store!r}, "unended", run_name="in flight", flush_every_s=0.0, async_metrics=True)
+for step in range(300):
+    buffered.log_metrics({{"q/mean": step}}, step=step)
+    in_flight.log_metrics({{"q/mean": -step}}, step=step)
+exit_now(0)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    c = client(store)
+    runs = {r.info.run_name: r for r in c.search_runs([c.get_experiment_by_name("unended").experiment_id])}
+    for name in ("buffered", "in flight"):
+        assert runs[name].info.status == "RUNNING"  # never ended, as a crash after exit_now leaves it
+        assert steps(store, runs[name].info.run_id, "q/mean") == list(range(300)), name
 
 
 def test_deleted_experiment_is_a_config_error(store: str) -> None:
@@ -338,7 +422,7 @@ def test_four_processes_share_one_new_sqlite_store(tmp_path: Path) -> None:
 
 
 def _forked_learner(uri: str) -> None:
-    tracker = RunTracker(uri, "forked", run_name="child", flush_every_s=0.0)
+    tracker = RunTracker(uri, "forked", run_name="child", flush_every_s=0.0, async_metrics=True)
     for step in range(10):
         tracker.log_metrics({"x": step}, step=step)
     tracker.end()
@@ -346,8 +430,12 @@ def _forked_learner(uri: str) -> None:
 
 def test_forked_child_does_not_reuse_parent_connections(store: str) -> None:
     """A learner forked from a process that already used the store (the sweep runner) must
-    open its own SQLite connections; the parent keeps working afterwards."""
-    parent = RunTracker(store, "forked", run_name="parent", flush_every_s=0.0)
+    open its own SQLite connections and async queue; the parent keeps working afterwards.
+    The parent forks with batches in flight: the fork waits for them (a fork in the middle of
+    a SQLite write left the child's every write "database is locked")."""
+    parent = RunTracker(store, "forked", run_name="parent", flush_every_s=0.0, async_metrics=True)
+    for step in range(20):
+        parent.log_metrics({"y": step}, step=step)
     parent.log_metrics({"x": 0}, step=0)
     child = mp.get_context("fork").Process(target=_forked_learner, args=(store,))
     child.start()
@@ -358,52 +446,4 @@ def test_forked_child_does_not_reuse_parent_connections(store: str) -> None:
     runs = {r.info.run_name: r.info.run_id for r in client(store).search_runs([parent.experiment_id])}
     assert steps(store, runs["child"], "x") == list(range(10))
     assert steps(store, runs["parent"], "x") == [0, 1]
-
-
-# ---- UI -------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_serve_ui_lists_a_logged_run(store: str) -> None:
-    tracker = RunTracker(store, "ui")
-    tracker.log_metrics({"eval/success_rate": 0.5}, step=10)
-    tracker.log_text("hello", "config.yaml")
-    tracker.end()
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    start = time.monotonic()
-    # the user's command: `dqt ui` on the same store
-    proc = subprocess.Popen([sys.executable, "-m", "dqt.cli", "ui", "--tracking-uri", store, "--port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            assert proc.poll() is None, "dqt ui exited early"
-            assert time.monotonic() - start < 60, "MLflow UI not up after 60 s"
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.25)
-        up = time.monotonic() - start
-        request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/runs/search",
-            data=json.dumps({"experiment_ids": [tracker.experiment_id]}).encode(),
-            headers={"Content-Type": "application/json"})
-        runs = json.loads(urllib.request.urlopen(request, timeout=10).read())["runs"]
-        assert [r["info"]["run_id"] for r in runs] == [tracker.run_id]
-        artifact = urllib.request.urlopen(
-            f"{base}/get-artifact?path=config.yaml&run_uuid={tracker.run_id}", timeout=10).read()
-        assert artifact == b"hello"  # the server reads the absolute artifact folder
-    finally:
-        proc.send_signal(signal.SIGTERM)  # as a supervisor would; Ctrl-C takes the same path
-        rc = proc.wait(timeout=30)
-    assert rc == 0
-    with socket.socket() as s:  # the server's whole process group is gone: port free
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
-    print(f"UI up in {up:.1f} s, total {time.monotonic() - start:.1f} s")
+    assert steps(store, runs["parent"], "y") == list(range(20))

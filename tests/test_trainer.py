@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_TOY, dqt_command, run_dqt
+from conftest import REPO, TINY_TOY, alive, children_of, dqt_command, run_dqt
 from mlflow.tracking import MlflowClient
 
 from core.config import RunConfig
@@ -119,35 +119,14 @@ def test_metaworld_door_unlock_short_run(store):
     assert client.get_metric_history(run.info.run_id, "loss/td")
 
 
-def children_of(pid: int) -> set[int]:
-    """Every live descendant of `pid` (from /proc)."""
-    parent: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 def test_sigint_stops_every_process_and_marks_run_killed(store):
+    # Started as `dqt train &` from a script starts it: SIGINT inherited ignored, where Python installs
+    # no KeyboardInterrupt handler of its own; the trainer must still stop on `kill -INT`.
     proc = subprocess.Popen(dqt_command("train", *TINY_TOY, "--train-steps", "10000000", "--num-agents", "2",
                                         "--tracking-uri", store, "--quiet"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     client = MlflowClient(store)
     deadline = time.monotonic() + 120
     run = None
@@ -189,7 +168,7 @@ def test_agents_with_several_envs_finish_without_spurious_restarts(store):
 def test_a_child_that_cannot_start_fails_the_run_with_its_own_reason(store):
     # Regression: when the evaluator's start() raised, shutdown tried to join the never-started
     # process, an AssertionError replaced the real reason and the learner hung.
-    script = ("import sys, core.trainer as t; t.eval_main = lambda *a: None; "  # spawn cannot pickle a lambda
+    script = ("import sys, core.agent_pool as p; p.eval_main = lambda *a: None; "  # spawn cannot pickle a lambda
               "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
     out = subprocess.run([sys.executable, "-c", script, "train", *TINY_TOY, "--num-agents", "2",
                           "--tracking-uri", store, "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -206,7 +185,8 @@ def test_async_backlog_is_bounded_and_learning_is_logged_to_the_end(store):
     the end of the run; with trainer.max_update_backlog they stay near the bound while the run goes
     on, and the run still makes every update the ratio promises."""
     common = [*TINY_TOY, "--train-steps", "3000", "--num-agents", "2", "--mode", "async",
-              "--set", "learner.updates_per_step=2", "--tracking-uri", store, "--quiet"]
+              "--set", "learner.updates_per_step=2", "--set", "learner.batch_size=128",  # a learner slower than its agents
+              "--tracking-uri", store, "--quiet"]
     peaks = {}
     for bound in (0, 40):
         out = run_dqt("train", *common, "--set", f"trainer.max_update_backlog={bound}", "--experiment", f"b{bound}",

@@ -8,7 +8,6 @@ MetaWorld v3 (any id of the installed package, e.g. ``door-unlock-v3``) and the 
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import gymnasium as gym
@@ -18,6 +17,7 @@ from core.envs.evaluation import episode_success, run_eval_episodes
 from core.envs.metaworld_env import EPISODE_STEPS, benchmark_goals, make_metaworld_env, metaworld_task_ids
 from core.envs.protocol import ActionRepeat
 from core.envs.toy_reach import TOY_EPISODE_STEPS, ToyReachEnv, move_to_goal_policy
+from core.names import did_you_mean
 
 TOY_REACH = "toy-reach"
 PAPER_TASKS = ("door-unlock-v3", "hammer-v3", "reach-wall-v3", "plate-slide-v3")
@@ -64,8 +64,7 @@ def canonical_task(name: str) -> str:
     # Suggest among ids and short names alike, so "door-unlok" finds "door-unlock".
     spellings = {task: task for task in ids} | {task.removesuffix("-v3"): task for task in ids}
     spellings[TOY_REACH] = TOY_REACH
-    close = difflib.get_close_matches(key, list(spellings), n=1, cutoff=0.6)
-    hint = f" (did you mean '{spellings[close[0]]}'?)" if close else ""
+    hint = did_you_mean(key, spellings, shown=spellings)
     raise ConfigError(
         f"unknown task '{name}'{hint}; expected a MetaWorld v3 task id of the installed "
         f"package ({len(ids)} known, e.g. '{PAPER_TASKS[0]}') or '{TOY_REACH}'"
