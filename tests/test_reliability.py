@@ -265,7 +265,8 @@ def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(
 def test_a_refused_resume_leaves_the_run_as_it_was(store):
     """--resume with a config that differs from the run's is refused (exit 2, one line) before the
     run is reopened: it stays KILLED with its history, and a plain --resume still works."""
-    proc = start_train(store, *LONG)
+    endless = [*LONG, "--train-steps", "4000000"]  # still running whenever the SIGINT comes
+    proc = start_train(store, *endless)
     client = MlflowClient(store)
     wait_for(lambda: stepping_agent_pid(client), proc, what="an agent stepping")
     proc.send_signal(signal.SIGINT)
@@ -273,7 +274,7 @@ def test_a_refused_resume_leaves_the_run_as_it_was(store):
     run_id = the_run(client).info.run_id
     before = client.get_run(run_id)
     assert before.info.status == "KILLED"
-    out = run_dqt("train", "--resume", run_id, *TINY_TOY, *LONG, "--set", "learner.lr=0.1", "--tracking-uri", store)
+    out = run_dqt("train", "--resume", run_id, *TINY_TOY, *endless, "--set", "learner.lr=0.1", "--tracking-uri", store)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "learner.lr: 0.0003 -> 0.1" in lines[0], out.stderr
