@@ -163,7 +163,7 @@ class LearnerLoop:
             return
         poison = self.cfg.learner.debug_nan_at_update
         for _ in range(n):
-            batch = self.replay.sample(self.batch_size, self.rng).to(self.device)
+            batch = self.replay.sample(self.batch_size, self.rng)  # already on the learner's device
             if poison and self.learner.updates == poison:
                 batch.ret[0] = float("nan")  # test hook: a corrupted reward must fail the run
             try:

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.config import REPLAY_SAMPLING
+
 
 @dataclass
 class Batch:
@@ -102,7 +104,6 @@ def n_step_targets(
     return ret, discount, next_idx, mc
 
 
-SAMPLING = ("uniform", "return-weighted")
 _HEADER = 24  # bytes of an episode's table row in its packed transfer: float64 first, length, weight
 
 
@@ -135,8 +136,8 @@ class ReplayBuffer:
                  sampling: str = "uniform", return_floor: float = 1e-4, device: torch.device | str = "cpu") -> None:
         if capacity < 1 or obs_dim < 1 or action_dims < 1 or n_step < 1:
             raise ValueError("capacity, obs_dim, action_dims and n_step must be >= 1")
-        if sampling not in SAMPLING or not return_floor > 0:
-            raise ValueError(f"sampling must be one of {SAMPLING} and return_floor > 0")
+        if sampling not in REPLAY_SAMPLING or not return_floor > 0:
+            raise ValueError(f"sampling must be one of {REPLAY_SAMPLING} and return_floor > 0")
         self.sampling = sampling
         self.return_floor = float(return_floor)
         self.capacity = int(capacity)
