@@ -77,6 +77,7 @@ class LearnerLoop:
         self.next_eval = self.env_steps
         self.pending_evals: set[int] = set()
         self.last_success: float | None = None
+        self.backlog_at_end = 0  # updates owed when the agents finished; finish() works them off
         self.window = Window(self.env_steps)
         self.agent_log = AgentLog()
         self.started = time.monotonic()
@@ -212,7 +213,9 @@ class LearnerLoop:
         except FloatingPointError as exc:
             raise FloatingPointError(f"{exc} (found at env step {self.env_steps})") from None
         metrics["time/wall_s"] = self.wall_s()
-        metrics["perf/update_backlog"] = self.updates_owed()  # async: bounded by trainer.max_update_backlog
+        # async: bounded by trainer.max_update_backlog; the final point, logged after the catch-up,
+        # reports what the learner still owed when the budget's last env step arrived
+        metrics["perf/update_backlog"] = self.backlog_at_end if final else self.updates_owed()
         self.tracker.log_metrics(metrics, step=self.env_steps)
         self.progress.update(self.env_steps, metrics["perf/env_steps_per_s"], metrics["perf/updates_per_s"],
                              self.last_success, force=final)
@@ -232,7 +235,7 @@ class LearnerLoop:
     def finish(self) -> None:
         # Async agents never wait, so the learner may trail them; it still makes every update the
         # update-to-data ratio promised, so sync and async runs get the same amount of learning.
-        owed = self.updates_owed()
+        owed = self.backlog_at_end = self.updates_owed()
         while owed:
             self.train_updates(min(owed, 64))
             owed = self.updates_owed()
