@@ -5,9 +5,17 @@ a worker claims one by moving it WAITING -> RUNNING, which the storage does atom
 (journal file: an append under a file lock, replayed in order, first writer wins;
 PostgreSQL/MySQL: ``SELECT ... FOR UPDATE`` plus a state check; see `ClaimQueue.claim`).
 
-The OS says whether a claim is still worked on: a claim records the host, pid and process
-start time of its worker and of its `dqt train` child, plus a heartbeat, so a claim left by a
-dead sweep is recognised (`claim_alive`) and its point offered again (`reap_stale`).
+Offering a point is idempotent under concurrent `sync` calls and reapers: the offer of the
+point's n-th trial first creates a study named after the point and n, and the storage lets
+only one caller create a name (a unique column in an RDB, first writer in a journal).
+
+Liveness (`claim_alive`) trusts neither hostnames nor PIDs: two containers often share a
+hostname, and a PID means something only inside its PID namespace.  Each worker has its own
+identity (`Owner.worker`), writes a heartbeat read from the storage's own clock
+(`StorageClock`, so hosts' clocks need not agree), and a claim whose heartbeat is older than
+the grace period is dead: it is reaped and its point offered again (`ClaimQueue.reap`).
+Only where the claim's PID namespace is this process's own (same boot, same namespace) does
+the OS answer at once whether its worker or `dqt train` child still runs.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import datetime as dt
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,35 +45,65 @@ def study_name(kind: str, spec: Spec) -> str:
 
 
 # ======================================================================================
-# Who is working on a point: host + pid + process start time (pids are reused)
+# Who is working on a point: a worker identity, and where its PID means something
 # ======================================================================================
+def _pid_space() -> str:
+    """This boot and PID namespace: PIDs recorded under another value mean nothing here."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid').strip('pid:[]')}"
+    except OSError:
+        return ""
+
+
+PID_SPACE = _pid_space()
+# Unique per worker process unless the user names it (a Slurm array task, an SSH host's slot).
+WORKER_ID = os.environ.get("DQT_WORKER_ID") or f"{HOST}-{uuid.uuid4().hex[:8]}"
+_FIELDS = 5
+
+
 @dataclass(frozen=True)
 class Owner:
-    """A process that can hold a claim; `token` is what the claim stores."""
+    """A process that can hold a claim; `token` is what the claim (and a parent run) stores.
 
+    Attributes:
+        worker: The worker's identity; one per `dqt sweep` process.
+        host: Hostname, for people reading the claim; never used to judge liveness.
+        pid: Process id inside `space`.
+        started: Its start time in clock ticks since boot (PIDs are reused).
+        space: Boot id and PID namespace the pid belongs to ("" = unknown).
+    """
+
+    worker: str
     host: str
     pid: int
     started: str = ""
+    space: str = ""
 
     @classmethod
-    def of(cls, pid: int | None = None) -> Owner:
+    def of(cls, pid: int | None = None, worker: str | None = None) -> Owner:
         pid = os.getpid() if pid is None else pid
-        return cls(HOST, pid, _start_time(pid))
+        return cls(worker or WORKER_ID, HOST, pid, _start_time(pid), PID_SPACE)
 
     @classmethod
     def parse(cls, token: Any) -> Owner | None:
-        if not isinstance(token, str) or token.count("|") != 2:
+        if not isinstance(token, str):
             return None
-        host, pid, started = token.split("|")
-        return cls(host, int(pid), started) if pid.isdigit() else None
+        fields = token.split("|")
+        if len(fields) == 3:  # host|pid|started, written before worker identities: no space known
+            fields = [fields[0], fields[0], fields[1], fields[2], ""]
+        if len(fields) != _FIELDS or not fields[2].isdigit():
+            return None
+        worker, host, pid, started, space = fields
+        return cls(worker, host, int(pid), started, space)
 
     @property
     def token(self) -> str:
-        return f"{self.host}|{self.pid}|{self.started}"
+        return "|".join([self.worker, self.host, str(self.pid), self.started, self.space])
 
     def alive(self) -> bool | None:
-        """True/False for a process of this host; None for another host (unknowable here)."""
-        if self.host != HOST:
+        """True/False for a process of this PID namespace; None elsewhere (unknowable here)."""
+        if not self.space or self.space != PID_SPACE:
             return None
         try:
             os.kill(self.pid, 0)
@@ -79,16 +118,13 @@ class Owner:
 
 def parent_tags(owner: Owner) -> dict[str, str]:
     """What a sweep's parent run records of the process that started it (`parent_owner`)."""
-    return {"dqt.worker": owner.token, "dqt.host": owner.host, "dqt.pid": str(owner.pid)}
+    return {"dqt.worker": owner.token, "dqt.worker_id": owner.worker, "dqt.host": owner.host,
+            "dqt.pid": str(owner.pid)}
 
 
 def parent_owner(tags: dict[str, str]) -> Owner | None:
-    """The process that started a parent run: its ``dqt.worker`` token (host, pid and start
-    time), else its ``dqt.host`` + ``dqt.pid`` tags; None when the run records neither."""
-    owner = Owner.parse(tags.get("dqt.worker"))
-    if owner is None and tags.get("dqt.host") and tags.get("dqt.pid", "").isdigit():
-        owner = Owner(tags["dqt.host"], int(tags["dqt.pid"]))
-    return owner
+    """The process that started a parent run (its ``dqt.worker`` token); None when not recorded."""
+    return Owner.parse(tags.get("dqt.worker"))
 
 
 def _start_time(pid: int) -> str:
@@ -102,13 +138,52 @@ def _start_time(pid: int) -> str:
     return "Z" if fields[0] in ("Z", "X") else fields[19]
 
 
-def claim_alive(attrs: dict[str, Any], started: dt.datetime | None, stale_after_s: float) -> bool:
+class StorageClock:
+    """Seconds since the epoch by the claim storage's own clock, so that workers on hosts
+    whose clocks disagree still agree on a heartbeat's age.
+
+    RDB storage: the database server's time (``clock_timestamp()``, ``UTC_TIMESTAMP``,
+    SQLite's ``julianday('now')``).  Journal file: the modification time the file system gives
+    a file touched beside the journal (a network file system stamps it with the server's clock).
+    """
+
+    _SQL = {"postgresql": "SELECT extract(epoch FROM clock_timestamp())",
+            "mysql": "SELECT UNIX_TIMESTAMP(UTC_TIMESTAMP(6))",
+            "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0"}
+
+    def __init__(self, url: str):
+        self.url = url
+        self._engine: Any = None
+        self._stamp: Path | None = None
+        journal = _journal_path(url)
+        if journal is not None:
+            self._stamp = journal.with_name(journal.name + ".clock")
+        else:
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool
+
+            self._engine = create_engine(url, poolclass=NullPool)
+            if self._engine.dialect.name not in self._SQL:
+                raise ConfigError(f"--storage {url}: no clock query for the '{self._engine.dialect.name}' database")
+
+    def __call__(self) -> float:
+        if self._stamp is not None:
+            self._stamp.touch()
+            os.utime(self._stamp)  # "now" by whoever keeps the file: on NFS, the server
+            return self._stamp.stat().st_mtime
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            return float(conn.execute(text(self._SQL[self._engine.dialect.name])).scalar())
+
+
+def claim_alive(attrs: dict[str, Any], started: dt.datetime | None, stale_after_s: float, now: float) -> bool:
     """Is someone still working on this claim?
 
-    On the claim's own host the answer is exact: the worker or its `dqt train` child is
-    alive (a child outliving a SIGKILLed sweep still counts, so its point is not started
-    twice).  From another host only the heartbeat can tell, so a claim whose heartbeat is
-    older than `stale_after_s` is given up.
+    Inside the claim's own PID namespace the OS answers exactly: its worker or its `dqt
+    train` child is alive (a child outliving a SIGKILLed sweep still counts, so its point is
+    not started twice).  Anywhere else only the heartbeat can tell: a claim whose heartbeat
+    (storage clock, `now`) is older than `stale_after_s` is dead, whatever its hostname.
     """
     holders = [Owner.parse(attrs.get("owner")), Owner.parse(attrs.get("child"))]
     verdicts = [h.alive() for h in holders if h is not None]
@@ -117,9 +192,9 @@ def claim_alive(attrs: dict[str, Any], started: dt.datetime | None, stale_after_
     if verdicts and all(v is False for v in verdicts):
         return False
     beat = attrs.get("heartbeat")
-    if beat is None and started is not None:  # claimed a moment ago, owner not written yet
-        beat = started.timestamp()
-    return beat is not None and time.time() - float(beat) < stale_after_s
+    if beat is None:  # claimed a moment ago and its first heartbeat not written yet
+        return started is not None and time.time() - started.timestamp() < stale_after_s
+    return now - float(beat) < stale_after_s
 
 
 # ======================================================================================
@@ -139,6 +214,13 @@ def default_storage(tracking_uri: str) -> str:
         "(e.g. --storage postgresql://user:pw@db/optuna, or a journal file on a shared disk)")
 
 
+def _journal_path(url: str) -> Path | None:
+    """The journal file an Optuna storage URL names, or None for an RDB URL."""
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:").removeprefix("//"))
+    return None if "://" in url else Path(url)
+
+
 def open_storage(url: str) -> Any:
     """An Optuna storage: an RDB URL (``postgresql://``, ``mysql://``, ``sqlite:///``) or a
     journal file (a path, or ``journal:///path``)."""
@@ -146,12 +228,28 @@ def open_storage(url: str) -> Any:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per trial would bury the progress
-    if url.startswith("journal:"):
-        url = url.removeprefix("journal:").removeprefix("//")
-    if "://" in url:
-        return optuna.storages.get_storage(url)
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(url))
+    journal = _journal_path(url)
+    if journal is None:
+        return _rdb_storage(url)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> Any:
+    """Optuna's RDB storage; workers starting together on a new database race to create its
+    tables (PostgreSQL: a unique violation on a type or table name), so the losers retry and
+    then find the tables made."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.get_storage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt == attempts - 1 or not any(w in str(exc) for w in ("already exists", "duplicate key")):
+                raise
+            time.sleep(0.2 + 0.3 * attempt)
+    raise AssertionError("unreachable")
 
 
 def ensure_study(storage: Any, name: str, direction: str = "minimize", sampler: Any = None) -> Any:
@@ -161,20 +259,21 @@ def ensure_study(storage: Any, name: str, direction: str = "minimize", sampler: 
                                load_if_exists=True)
 
 
-def reap_stale(storage: Any, study_id: int, stale_after_s: float) -> int:
-    """Mark RUNNING trials whose claim is dead FAIL, so their work is offered again."""
+def reap_stale(storage: Any, study_id: int, stale_after_s: float, now: float) -> list[Any]:
+    """Mark RUNNING trials whose claim is dead FAIL; returns the trials this caller reaped
+    (the storage lets only one reaper move a trial, so each is returned to exactly one)."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    reaped = 0
+    reaped = []
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        if claim_alive(t.user_attrs, t.datetime_start, stale_after_s):
+        if claim_alive(t.user_attrs, t.datetime_start, stale_after_s, now):
             continue
         tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
             storage.set_trial_user_attr(tid, "reaped_by", Owner.of().token)
-            storage.set_trial_state_values(tid, TrialState.FAIL)
-            reaped += 1
+            if storage.set_trial_state_values(tid, TrialState.FAIL):
+                reaped.append(t)
         except UpdateFinishedTrialError:  # another worker reaped or finished it first
             pass
     return reaped
@@ -195,14 +294,17 @@ class ClaimQueue:
     Args:
         storage: Optuna storage URL or journal path (see `open_storage`).
         study: Study name, ``sweep/<spec name>/<profile>``.
-        stale_after_s: A claim from another host whose heartbeat is older is given up.
+        stale_after_s: Grace period: a claim whose heartbeat is older is dead (`claim_alive`).
+        worker: This worker's identity; None = `WORKER_ID` (``DQT_WORKER_ID`` or a fresh one).
     """
 
-    def __init__(self, storage: str, study: str, stale_after_s: float = 600.0):
+    def __init__(self, storage: str, study: str, stale_after_s: float = 600.0, worker: str | None = None):
         self.storage = open_storage(storage)
+        self.clock = StorageClock(storage)
+        self.name = study
         self.study = ensure_study(self.storage, study)
         self.study_id = self.storage.get_study_id_from_name(study)
-        self.owner = Owner.of()
+        self.owner = Owner.of(worker=worker)
         self.stale_after_s = stale_after_s
 
     def _trials(self, states: Iterable[Any] | None = None) -> list[Any]:
@@ -213,22 +315,54 @@ class ClaimQueue:
     def _key(trial: Any) -> PointKey:
         return (str(trial.user_attrs.get("config_hash")), int(trial.user_attrs.get("seed", -1)))
 
-    def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:
-        """Offer every point that is not finished and not already waiting or being worked
-        on; returns how many were added. Dead claims are reaped first."""
+    def _offer(self, key: PointKey, generation: int) -> bool:
+        """Queue the point's trial number `generation` (its count of trials so far) unless
+        another caller already did: the first to create the offer's study name wins.  A caller
+        killed between the two writes leaves that point unoffered (the next generation of the
+        same point is then never reached); the window is one storage round trip."""
+        from optuna.exceptions import DuplicatedStudyError
+        from optuna.study import StudyDirection
         from optuna.trial import TrialState, create_trial
 
-        reap_stale(self.storage, self.study_id, self.stale_after_s)
-        taken = {self._key(t) for t in self._trials((TrialState.WAITING, TrialState.RUNNING))}
-        added = 0
-        for point in points:
-            if point.key in finished or point.key in taken:
-                continue
-            self.study.add_trial(create_trial(state=TrialState.WAITING, user_attrs={
-                "config_hash": point.config_hash, "seed": point.seed}))
-            taken.add(point.key)
-            added += 1
-        return added
+        config_hash, seed = key
+        try:
+            self.storage.create_new_study([StudyDirection.MINIMIZE],
+                                          f"{self.name}:offer:{config_hash}:{seed}:{generation}")
+        except DuplicatedStudyError:
+            return False
+        self.study.add_trial(create_trial(state=TrialState.WAITING, user_attrs={
+            "config_hash": config_hash, "seed": seed, "offer": generation}))
+        return True
+
+    def _generations(self) -> tuple[dict[PointKey, int], set[PointKey]]:
+        """Each point's count of trials, and the points waiting or being worked on."""
+        from optuna.trial import TrialState
+
+        counts: dict[PointKey, int] = {}
+        taken = set()
+        for t in self._trials():
+            key = self._key(t)
+            counts[key] = counts.get(key, 0) + 1
+            if t.state in (TrialState.WAITING, TrialState.RUNNING):
+                taken.add(key)
+        return counts, taken
+
+    def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:
+        """Offer every point that is not finished and not already waiting or being worked
+        on; returns how many this call offered, dead claims reaped and offered again included."""
+        offered = self.reap()
+        counts, taken = self._generations()
+        return offered + sum(self._offer(p.key, counts.get(p.key, 0)) for p in points
+                             if p.key not in finished and p.key not in taken)
+
+    def reap(self) -> int:
+        """Fail the claims whose worker is dead and offer their points again; returns how many."""
+        reaped = reap_stale(self.storage, self.study_id, self.stale_after_s, self.clock())
+        if not reaped:
+            return 0
+        counts, taken = self._generations()
+        keys = {self._key(t) for t in reaped} - taken
+        return sum(self._offer(key, counts.get(key, 0)) for key in keys)
 
     def claim(self, wanted: Collection[PointKey]) -> Claim | None:
         """Atomically take one WAITING trial of `wanted`, or None when none is left.
@@ -252,7 +386,7 @@ class ClaimQueue:
             except UpdateFinishedTrialError:
                 continue
             self.storage.set_trial_user_attr(tid, "owner", self.owner.token)
-            self.storage.set_trial_user_attr(tid, "heartbeat", time.time())
+            self.storage.set_trial_user_attr(tid, "heartbeat", self.clock())
             return Claim(tid, trial.number, key)
         return None
 
@@ -261,11 +395,12 @@ class ClaimQueue:
         return len(self._trials())
 
     def set_child(self, claim: Claim, pid: int) -> None:
-        self.storage.set_trial_user_attr(claim.trial_id, "child", Owner.of(pid).token)
+        self.storage.set_trial_user_attr(claim.trial_id, "child", Owner.of(pid, self.owner.worker).token)
 
     def heartbeat(self, claims: Iterable[Claim]) -> None:
+        now = self.clock()
         for claim in claims:
-            self._quiet(self.storage.set_trial_user_attr, claim.trial_id, "heartbeat", time.time())
+            self._quiet(self.storage.set_trial_user_attr, claim.trial_id, "heartbeat", now)
 
     def finish(self, claim: Claim, ok: bool, seconds: float = 0.0, **attrs: Any) -> None:
         """Close a claim: COMPLETE (value = wall seconds) or FAIL; the point is then offered
@@ -281,9 +416,15 @@ class ClaimQueue:
         """Points of `keys` claimed by live workers other than this one."""
         from optuna.trial import TrialState
 
+        now = self.clock()
         return len({self._key(t) for t in self._trials((TrialState.RUNNING,))
-                    if self._key(t) in keys and t.user_attrs.get("owner") != self.owner.token
-                    and claim_alive(t.user_attrs, t.datetime_start, self.stale_after_s)})
+                    if self._key(t) in keys and self._worker(t) != self.owner.worker
+                    and claim_alive(t.user_attrs, t.datetime_start, self.stale_after_s, now)})
+
+    @staticmethod
+    def _worker(trial: Any) -> str | None:
+        owner = Owner.parse(trial.user_attrs.get("owner"))
+        return owner.worker if owner else None
 
     @staticmethod
     def _quiet(fn: Callable[..., Any], *args: Any) -> None:

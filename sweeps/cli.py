@@ -39,6 +39,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "file path (default: optuna.journal next to the sqlite mlflow.db)")
     p.add_argument("--worker", action="store_true",
                    help="only work on points another `dqt sweep` queued in --storage (helpers on other hosts)")
+    p.add_argument("--worker-id", default=None, metavar="ID",
+                   help="this worker's identity in claims, unique per worker (default: $DQT_WORKER_ID, "
+                        "else the hostname and a random suffix)")
+    p.add_argument("--heartbeat", default="60", metavar="S", help="seconds between claim heartbeats (default: 60)")
+    p.add_argument("--stale-after", default="600", metavar="S",
+                   help="grace period: a claim whose heartbeat is older is dead and its point offered again "
+                        "(default: 600; at least 3 heartbeats)")
     p.set_defaults(handler=cmd_sweep)
     return p
 
@@ -48,7 +55,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sweeps.expand import expand
     from sweeps.spec import load_spec
 
-    jobs = _jobs(args.jobs)
+    opts = _options(args, _jobs(args.jobs))  # bad flags fail before the spec is read
     spec = load_spec(args.spec, args.profile)
     if spec.search is not None:
         from sweeps import search
@@ -56,14 +63,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.dry_run:
             search.describe(spec, args.storage, args.tracking_uri, sys.stdout)
             return 0
-        return search.run_search(spec, _options(args, jobs)).exit_code
+        return search.run_search(spec, opts).exit_code
     points = expand(spec)  # every point is validated here, before anything runs
     from sweeps import runner
 
     if args.dry_run:
         runner.dry_run(spec, points, args.tracking_uri, sys.stdout)
         return 0
-    return runner.run_sweep(spec, points, _options(args, jobs)).exit_code
+    return runner.run_sweep(spec, points, opts).exit_code
 
 
 def _jobs(value: str) -> int:
@@ -75,4 +82,22 @@ def _jobs(value: str) -> int:
 def _options(args: argparse.Namespace, jobs: int) -> Any:
     from sweeps.runner import SweepOptions
 
-    return SweepOptions(jobs=jobs, tracking_uri=args.tracking_uri, storage=args.storage, worker=args.worker)
+    heartbeat, stale = _seconds("--heartbeat", args.heartbeat), _seconds("--stale-after", args.stale_after)
+    if stale < 3 * heartbeat:
+        raise ConfigError(f"--stale-after ({stale:g} s) must be at least 3 heartbeats (--heartbeat {heartbeat:g} s): "
+                          "a live worker's claim would look dead")
+    if args.worker_id is not None and (not args.worker_id or "|" in args.worker_id):
+        raise ConfigError(f"--worker-id must be a non-empty name without '|', got '{args.worker_id}'")
+    return SweepOptions(jobs=jobs, tracking_uri=args.tracking_uri, storage=args.storage, worker=args.worker,
+                        worker_id=args.worker_id, heartbeat_s=heartbeat, stale_after_s=stale,
+                        poll_s=min(5.0, heartbeat))
+
+
+def _seconds(flag: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{flag} must be a number of seconds > 0, got '{value}'")
+    return seconds

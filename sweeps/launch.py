@@ -8,6 +8,8 @@ caller's business (`Job.on_start`, `Job.on_exit`, the `next_job` callback of `ru
 
 from __future__ import annotations
 
+import ctypes
+import enum
 import math
 import os
 import signal
@@ -32,6 +34,27 @@ def exit_code(interrupted: bool, failed: bool) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+class Later(enum.Enum):
+    """What `next_job` returns when nothing can start now but something may later (points
+    running on other workers, whose claims may yet be offered again)."""
+
+    LATER = "later"
+
+
+LATER = Later.LATER
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the sweep that started it dies, even by SIGKILL, so no `dqt
+    train` runs on unclaimed after its worker (its run ends KILLED with a checkpoint, and the
+    worker that takes the claim over resumes it)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the heartbeat alone tells
+        pass
 
 
 # ======================================================================================
@@ -89,7 +112,7 @@ class Launcher:
             # only the sweep, which then stops each run in order, and killpg takes the
             # trainer's agent processes with it.
             return subprocess.Popen(self.command(job, config_file), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, process_group=0,
+                                    stderr=subprocess.STDOUT, process_group=0, preexec_fn=_die_with_parent,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -100,9 +123,10 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def run_jobs(next_job: Callable[[], Job | None], launcher: Launcher, jobs: int, progress: SweepProgress,
+def run_jobs(next_job: Callable[[], Job | Later | None], launcher: Launcher, jobs: int, progress: SweepProgress,
              grace_s: float = 30.0, tick: Callable[[], None] | None = None, tick_s: float = 60.0) -> bool:
-    """Keep up to `jobs` points running until `next_job` has nothing left; True if interrupted.
+    """Keep up to `jobs` points running until `next_job` has nothing left (None; `LATER` =
+    nothing now, ask again); True if interrupted.
 
     The first SIGINT/SIGTERM stops starting points and passes the signal to every running
     `dqt train` (its run ends KILLED); after `grace_s`, or at a second signal, SIGKILL.
@@ -129,6 +153,8 @@ def run_jobs(next_job: Callable[[], Job | None], launcher: Launcher, jobs: int, 
                 job = next_job()
                 if job is None:
                     exhausted = True
+                    break
+                if job is LATER:
                     break
                 proc = launcher.start(job)
                 if stop["signal"] is not None:  # the signal came while we were starting it

@@ -6,8 +6,10 @@ Three stores, each the authority for one thing, each behind its own module:
   spec's experiment tagged with its ``config_hash`` and ``seed`` FINISHED.
 - **Optuna storage** (`sweeps.claims`) is the claim queue shared by every worker of a sweep,
   on one host or many: each not-yet-done point is a WAITING trial that one worker claims.
-- **The OS** (`sweeps.claims.claim_alive`) says whether a claim is still worked on, so a claim
-  left by a dead sweep is recognised and its point runs again.
+- **Heartbeats** on the storage's clock (`sweeps.claims.claim_alive`, exact by the OS inside
+  one PID namespace) say whether a claim is still worked on, so a claim left by a dead worker
+  is recognised and its point offered again; every worker waits while points of its sweep run
+  elsewhere, and takes over any whose worker dies.
 
 The child processes, signals and the progress line are `sweeps.launch`; this module wires
 the three together (`run_sweep`) and prints the dry-run table (`dry_run`).
@@ -31,8 +33,10 @@ from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    LATER,
     TRAIN_CMD,
     Job,
+    Later,
     Launcher,
     SweepProgress,
     exit_code,
@@ -55,10 +59,12 @@ class SweepOptions:
         tracking_uri: MLflow URI; None = `dqt train`'s default.
         storage: Optuna storage of the claim queue; None = next to the MLflow store.
         worker: Only claim points others queued (a helper on another host); do not queue.
+        worker_id: This worker's identity in claims; None = ``DQT_WORKER_ID`` or a fresh one.
         train_cmd: Command that trains one point (`dqt train`).
         grace_s: Seconds stopped runs get to end cleanly before SIGKILL.
         heartbeat_s: Seconds between claim heartbeats.
-        stale_after_s: A claim from another host without a heartbeat for this long is dead.
+        stale_after_s: Grace period: a claim without a heartbeat for this long is dead.
+        poll_s: Seconds between looks at the queue while points run on other workers.
         keep_logs: Keep the per-point config and log folder even when everything passed.
         wait_s: A `worker` started before any `dqt sweep` queued points waits this long.
         workdir: Folder for point configs and logs; None = a new temporary folder.
@@ -69,10 +75,12 @@ class SweepOptions:
     tracking_uri: str | None = None
     storage: str | None = None
     worker: bool = False
+    worker_id: str | None = None
     train_cmd: Sequence[str] = TRAIN_CMD
     grace_s: float = 30.0
     heartbeat_s: float = 60.0
     stale_after_s: float = 600.0
+    poll_s: float = 5.0
     keep_logs: bool = False
     wait_s: float = 600.0
     workdir: Path | None = None
@@ -107,7 +115,8 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     opts = opts or SweepOptions()
     stream = opts.stream or sys.stderr
     uri = resolve_tracking_uri(opts.tracking_uri)
-    queue = ClaimQueue(opts.storage or default_storage(uri), study_name("sweep", spec), opts.stale_after_s)
+    queue = ClaimQueue(opts.storage or default_storage(uri), study_name("sweep", spec), opts.stale_after_s,
+                       worker=opts.worker_id)
     store = Store(uri, spec.name)
     end_dead_parents(store, spec, stream)
     stored = store.runs()
@@ -128,7 +137,12 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
                          params={"points": len(points), "jobs": opts.jobs,
                                  "storage": opts.storage or default_storage(uri)})
 
-    def next_job() -> Job | None:
+    poll = {"next": 0.0}
+
+    def next_job() -> Job | Later | None:
+        now = time.monotonic()
+        if now < poll["next"]:
+            return LATER
         while (claim := queue.claim(wanted)) is not None:
             point = wanted[claim.key]
             runs = store.point_runs(point.key)
@@ -138,7 +152,14 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
                 progress.done += 1
                 continue
             return _job_for(point, claim, runs)
-        return None
+        # Nothing to claim. While other workers hold points of this sweep, wait: a claim whose
+        # worker dies is reaped and offered again, and someone has to run it.
+        poll["next"] = now + opts.poll_s
+        if queue.reap():
+            poll["next"] = 0.0
+            return LATER
+        progress.elsewhere = queue.elsewhere(set(wanted) - finished - {p.key for p in result.finished})
+        return LATER if progress.elsewhere else None
 
     def _job_for(point: Point, claim: Claim, runs: list[StoredRun]) -> Job:
         resume = store.resumable(runs)  # interrupted or failed with a checkpoint: continue it

@@ -25,6 +25,7 @@ from core.config import ConfigError, RunConfig
 from core.tracking import resolve_tracking_uri
 from sweeps.claims import (
     Owner,
+    StorageClock,
     claim_alive,
     default_storage,
     ensure_study,
@@ -92,14 +93,16 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     stream = opts.stream or sys.stderr
     search = spec.search
     uri = resolve_tracking_uri(opts.tracking_uri)
-    storage = open_storage(opts.storage or default_storage(uri))
+    storage_url = opts.storage or default_storage(uri)
+    storage = open_storage(storage_url)
+    clock = StorageClock(storage_url)  # heartbeats and their age on the storage's own clock
     name = study_name("search", spec)
     # Helpers on other hosts draw their own seed; with one shared seed they would all
     # propose the same first trials. constant_liar keeps parallel trials apart.
     sampler = optuna.samplers.TPESampler(seed=None if opts.worker else search.sampler_seed, constant_liar=True)
     study = ensure_study(storage, name, direction=search.direction, sampler=sampler)
     study_id = storage.get_study_id_from_name(name)
-    owner = Owner.of()
+    owner = Owner.of(worker=opts.worker_id)
     store = Store(uri, spec.name)
     end_dead_parents(store, spec, stream)
     base = RunConfig.from_flat(spec.base, where=f"{spec.path}: base: ")
@@ -115,10 +118,12 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
                                  "metric": search.metric, "jobs": opts.jobs})
 
     def budget_left() -> bool:
-        reap_stale(storage, study_id, opts.stale_after_s)
+        now = clock()
+        reap_stale(storage, study_id, opts.stale_after_s, now)
         counted = [t for t in storage.get_all_trials(study_id, deepcopy=False,
                                                      states=(TrialState.COMPLETE, TrialState.RUNNING))
-                   if t.state == TrialState.COMPLETE or claim_alive(t.user_attrs, t.datetime_start, opts.stale_after_s)]
+                   if t.state == TrialState.COMPLETE
+                   or claim_alive(t.user_attrs, t.datetime_start, opts.stale_after_s, now)]
         # Failed trials do not use the budget, but a space that always fails must end too.
         return len(counted) < search.n_trials and result.failed < search.n_trials
 
@@ -130,6 +135,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     def _ask() -> None:
         trial = study.ask()
         trial.set_user_attr("owner", owner.token)
+        trial.set_user_attr("heartbeat", clock())
         values = suggest(trial, search.space, base)
         try:
             config = RunConfig.from_flat(values, base=base, where=f"{spec.path}: search trial {trial.number}: ")
@@ -196,10 +202,9 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
             result.completed += 1
 
     def heartbeat() -> None:
-        import time
-
+        now = clock()
         for state in list(live.values()):
-            state.trial.set_user_attr("heartbeat", time.time())
+            state.trial.set_user_attr("heartbeat", now)
 
     launcher = Launcher(spec.name, uri, workdir, parent, opts.train_cmd)
     try:

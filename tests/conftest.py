@@ -80,10 +80,19 @@ def children_of(pid: int) -> set[int]:
 
 def sigkill_session(sid: int) -> None:
     """SIGKILL every process of the session: a sweep's own process group and the group each
-    `dqt train` leads (with its agents), as a crash or the OOM killer would leave them."""
+    `dqt train` leads (with its agents), as a crash or the OOM killer would leave them.  All
+    are stopped first, so none runs a handler (a trainer told by its dying sweep to stop would
+    otherwise end its run) before the kill lands."""
+    pids = []
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
         try:
             if os.getsid(pid) == sid:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGSTOP)
+                pids.append(pid)
         except (ProcessLookupError, PermissionError):
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass

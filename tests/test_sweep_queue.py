@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from core.config import RunConfig
-from sweeps.claims import ClaimQueue, Owner, claim_alive
+from sweeps.claims import ClaimQueue, Owner, StorageClock, claim_alive
 from sweeps.expand import Point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,13 +94,81 @@ def test_a_claim_of_a_dead_worker_is_reaped_and_offered_again(tmp_path):
     assert queue.claim({pts[0].key}) is not None
 
 
-def test_claim_liveness():
+def test_claim_liveness_trusts_neither_hostnames_nor_pids():
     me = Owner.of()
+    now = time.time()
     assert me.alive() is True
-    assert claim_alive({"owner": me.token}, None, stale_after_s=1) is True
-    dead = Owner(me.host, 2**22 + 7, "1")  # beyond pid_max on Linux: never a live process
-    assert claim_alive({"owner": dead.token, "heartbeat": time.time()}, None, 600) is False
-    other = Owner("some-other-host", 1, "1")
-    assert other.alive() is None  # unknowable from here: the heartbeat decides
-    assert claim_alive({"owner": other.token, "heartbeat": time.time()}, None, 600) is True
-    assert claim_alive({"owner": other.token, "heartbeat": time.time() - 700}, None, 600) is False
+    assert claim_alive({"owner": me.token}, None, 1, now) is True
+    # Inside this PID namespace the OS answers at once, whatever the heartbeat says.
+    dead = replace(me, pid=2**22 + 7)  # beyond pid_max on Linux: never a live process
+    assert dead.alive() is False
+    assert claim_alive({"owner": dead.token, "heartbeat": now}, None, 600, now) is False
+    # Same hostname, another container (PID namespace): its pid means nothing here, whether
+    # or not a process of that number exists here; only the heartbeat (storage clock) decides.
+    for pid in (me.pid, 2**22 + 7):
+        twin = replace(me, worker="other", pid=pid, space="another-boot/4026532175")
+        assert twin.host == me.host and twin.alive() is None
+        assert claim_alive({"owner": twin.token, "heartbeat": now - 10}, None, 600, now) is True
+        assert claim_alive({"owner": twin.token, "heartbeat": now - 700}, None, 600, now) is False
+    # A claim whose worker died but whose `dqt train` child runs on is alive.
+    assert claim_alive({"owner": dead.token, "child": me.token}, None, 600, now) is True
+    # Written by an older version (host|pid|started): no namespace known, so the heartbeat decides.
+    old = Owner.parse(f"{me.host}|{2**22 + 7}|1")
+    assert old is not None and old.alive() is None
+    assert claim_alive({"owner": old.token, "heartbeat": now}, None, 600, now) is True
+
+
+def test_the_storage_clock_is_the_storages(tmp_path):
+    # journal: the file system's time; RDB: the database's. Here both are this machine's clock.
+    for url in (str(tmp_path / "q.journal"), f"sqlite:///{tmp_path / 'q.db'}"):
+        if url.startswith("sqlite"):
+            ClaimQueue(url, STUDY)  # creates the schema
+        assert abs(StorageClock(url)() - time.time()) < 2.0, url
+
+
+SYNC = f"""
+import sys, time
+from pathlib import Path
+from core.config import RunConfig
+from sweeps.claims import ClaimQueue
+from sweeps.expand import Point
+config = RunConfig()
+pts = [Point(config, config.config_hash(), seed) for seed in range(int(sys.argv[3]))]
+queue = ClaimQueue(sys.argv[1], "{STUDY}")
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.005)
+print(queue.sync(pts, finished=set()))
+"""
+
+
+def test_concurrent_syncs_offer_each_point_once(tmp_path):
+    storage, go, n = str(tmp_path / "optuna.journal"), tmp_path / "go", 12
+    ClaimQueue(storage, STUDY)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", SYNC, storage, str(go), str(n)], stdout=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    time.sleep(2.0)  # all imported and waiting
+    go.touch()
+    added = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert sum(added) == n, added  # every point offered by exactly one of the three
+    queue = ClaimQueue(storage, STUDY)
+    keys = [queue._key(t) for t in queue._trials()]
+    assert len(keys) == len(set(keys)) == n
+
+
+def test_a_dead_claim_is_offered_again_once_however_many_reap_it(tmp_path):
+    storage = str(tmp_path / "q.journal")
+    pts = points(1)
+    first = ClaimQueue(storage, STUDY, stale_after_s=5)
+    first.sync(pts, finished=set())
+    claim = first.claim({pts[0].key})
+    # its worker is in another container and has stopped beating
+    gone = replace(Owner.of(), worker="gone", pid=1, space="another-boot/1")
+    first.storage.set_trial_user_attr(claim.trial_id, "owner", gone.token)
+    first.storage.set_trial_user_attr(claim.trial_id, "heartbeat", first.clock() - 60)
+    reapers = [ClaimQueue(storage, STUDY, stale_after_s=5, worker=f"w{i}") for i in range(3)]
+    assert sum(q.reap() for q in reapers) == 1
+    assert sum(q.sync(pts, finished=set()) for q in reapers) == 0  # already waiting again
+    states = sorted(t.state.name for t in first._trials())
+    assert states == ["FAIL", "WAITING"]
+    assert reapers[0].claim({pts[0].key}) is not None

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import fake_train as fake
@@ -147,20 +148,23 @@ def test_parents_of_dead_sweeps_are_killed_by_the_next_sweep(tmp_path, env):
         return client.create_run(exp, tags={**parent, **tags}).info.run_id
 
     dead = left_running(**{"dqt.worker": Owner.of(gone.pid).token})
+    # host + pid alone (older tags) cannot tell: that pid may belong to another container
     dead_old_tags = left_running(**{"dqt.host": HOST, "dqt.pid": str(gone.pid)})
     live = left_running(**{"dqt.worker": Owner.of().token})  # this process: a sweep still at work
     other_host = left_running(**{"dqt.worker": f"elsewhere|{gone.pid}|1"})
+    # same hostname, another PID namespace (a second container): its pid means nothing here
+    twin = left_running(**{"dqt.worker": replace(Owner.of(gone.pid), space="other-boot/1").token})
     other_profile = left_running(**{"dqt.worker": Owner.of(gone.pid).token, "profile": "paper"})
     untagged = left_running()
 
     opts = options(env)
     assert run_sweep(spec, expand(spec), opts).exit_code == 0
     status = {rid: client.get_run(rid).info.status
-              for rid in (dead, dead_old_tags, live, other_host, other_profile, untagged)}
-    assert status == {dead: "KILLED", dead_old_tags: "KILLED", live: "RUNNING", other_host: "RUNNING",
-                      other_profile: "RUNNING", untagged: "RUNNING"}
+              for rid in (dead, dead_old_tags, live, other_host, twin, other_profile, untagged)}
+    assert status == {dead: "KILLED", dead_old_tags: "RUNNING", live: "RUNNING", other_host: "RUNNING",
+                      twin: "RUNNING", other_profile: "RUNNING", untagged: "RUNNING"}
     assert f"{HOST}:{gone.pid} gone" in client.get_run(dead).data.tags["dqt.failure_reason"]
-    assert "2 parent run(s) of dead sweeps marked KILLED" in opts.stream.getvalue()
+    assert "1 parent run(s) of dead sweeps marked KILLED" in opts.stream.getvalue()
     (new,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "parent"
               and r.info.run_id not in status]
     assert new.info.status == "FINISHED"

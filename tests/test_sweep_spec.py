@@ -215,3 +215,19 @@ def test_duplicate_key_fails_the_cli_with_one_line(tmp_path):
     assert proc.stderr.strip() == (f"dqt: error: {path}: line 7: duplicate key 'noise.std' "
                                    "(first given on line 6; give each key once)")
     assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--heartbeat", "-1"], "--heartbeat must be a number of seconds > 0, got '-1'"),
+    (["--stale-after", "nan"], "--stale-after must be a number of seconds > 0, got 'nan'"),
+    (["--heartbeat", "10", "--stale-after", "20"], "--stale-after (20 s) must be at least 3 heartbeats"),
+    (["--worker-id", "a|b"], "--worker-id must be a non-empty name without '|', got 'a|b'"),
+])
+def test_bad_worker_flags_fail_with_one_line_before_anything_is_written(tmp_path, flags, words):
+    from conftest import run_dqt
+
+    path = write(tmp_path, GOOD)
+    proc = run_dqt("sweep", str(path), *flags, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "optuna.journal").exists()

@@ -1,0 +1,125 @@
+"""PostgreSQL and `mlflow server`, started and stopped by the tests that need them.
+
+Both run from a temporary directory on loopback ports, with nothing left behind: `stop`
+ends each server and the processes it started.  PostgreSQL refuses to run as root, so as
+root its programs run as the ``postgres`` user (the machine image has PostgreSQL 15).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin(name: str) -> str | None:
+    """A PostgreSQL program on PATH or in Debian's versioned folder."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _as_postgres() -> list[str]:
+    """Root cannot run PostgreSQL: run its programs as the `postgres` user."""
+    if os.geteuid() != 0:
+        return []
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster; `url(db)` is what a client passes on."""
+
+    data: Path
+    port: int
+
+    @classmethod
+    def start(cls, databases: tuple[str, ...]) -> Postgres:
+        initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise RuntimeError("PostgreSQL (initdb, pg_ctl) is not installed")
+        # Its own folder in /tmp: pytest's tmp folders are closed to the postgres user.
+        root = Path(tempfile.mkdtemp(prefix="dqt-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+        pg = cls(root / "data", free_port())
+        run = _as_postgres()
+        _run([*run, initdb, "-D", str(pg.data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        opts = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        _run([*run, pg_ctl, "-D", str(pg.data), "-o", opts, "-l", str(root / "server.log"), "-w", "start"])
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            for db in databases:
+                conn.execute(f"CREATE DATABASE {db}")
+        return pg
+
+    def url(self, db: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        subprocess.run([*_as_postgres(), pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+
+
+def _run(cmd: list[str]) -> None:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {(out.stderr or out.stdout)[-1500:]}")
+
+
+@dataclass
+class MlflowServer:
+    """`mlflow server` on a PostgreSQL backend store, serving artifacts from a folder."""
+
+    proc: subprocess.Popen
+    url: str
+
+    @classmethod
+    def start(cls, backend: str, artifacts: Path, log: Path, timeout_s: float = 120.0) -> MlflowServer:
+        port = free_port()
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                                     "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+                                     "--port", str(port), "--workers", "1"],
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = cls(proc, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return server
+            except OSError:
+                time.sleep(0.5)
+        server.stop()
+        raise RuntimeError(f"mlflow server not up after {timeout_s:.0f} s: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
