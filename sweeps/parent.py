@@ -20,8 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweeps.claims import Owner, parent_tags
 from sweeps.expand import Point, config_name
+from sweeps.liveness import Owner, parent_tags
 from sweeps.spec import Spec
 from sweeps.store import Store
 

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from core.progress import duration
 from core.tracking import resolve_tracking_uri
-from sweeps.claims import Claim, ClaimQueue, Owner, default_storage, parent_owner, study_name
+from sweeps.claims import Claim, ClaimQueue, default_storage, study_name
 from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
     EXIT_INTERRUPTED,
@@ -42,6 +42,7 @@ from sweeps.launch import (
     exit_code,
     run_jobs,
 )
+from sweeps.liveness import Owner, parent_owner
 from sweeps.parent import SweepParent, config_aucs, result_key, results_prefix
 from sweeps.spec import Spec
 from sweeps.store import STATUS_NONE, Store, StoredRun, point_status

@@ -24,9 +24,7 @@ from typing import Any, TextIO
 from core.config import ConfigError, RunConfig
 from core.tracking import resolve_tracking_uri
 from sweeps.claims import (
-    Owner,
     StorageClock,
-    claim_alive,
     default_storage,
     ensure_study,
     open_storage,
@@ -35,6 +33,7 @@ from sweeps.claims import (
 )
 from sweeps.expand import Point, config_name, run_name
 from sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
+from sweeps.liveness import Owner, claim_alive
 from sweeps.parent import SweepParent, result_key, results_prefix, success_auc
 from sweeps.runner import SweepOptions, end_dead_parents
 from sweeps.spec import SEED_KEY, SearchParam, Spec

@@ -11,8 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.config import RunConfig
-from sweeps.claims import ClaimQueue, Owner, StorageClock, claim_alive
+from sweeps.claims import ClaimQueue, StorageClock
 from sweeps.expand import Point
+from sweeps.liveness import Owner, claim_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "sweep/test/quick"

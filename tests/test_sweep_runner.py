@@ -135,7 +135,7 @@ def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env)
 def test_parents_of_dead_sweeps_are_killed_by_the_next_sweep(tmp_path, env):
     from mlflow import MlflowClient
 
-    from sweeps.claims import HOST, Owner
+    from sweeps.liveness import HOST, Owner
 
     spec = load_spec(make_spec(tmp_path, [0]))
     client = MlflowClient(env["uri"])
