@@ -23,6 +23,13 @@ TINY_TOY = [
 ]
 
 
+# A learner that always takes >= 3 ms an update: how far the agents outrun it no longer depends on
+# how this machine shares its cores (CI once saw a learner keep up, and the unbounded peak was 212).
+SLOW_LEARNER = ("import sys, time, core.learner as l; update = l.Learner.update; "
+                "l.Learner.update = lambda self, b: (time.sleep(0.003), update(self, b))[1]; "
+                "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
+
+
 def empty_store(tmp_path_factory, root: Path) -> str:
     """URI of a fresh SQLite store in `root`, copied from one initialised per test session:
     MLflow's schema migrations take seconds, copying the file takes none."""

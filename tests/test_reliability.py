@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_TOY, alive, children_of, dqt_command, run_dqt
+from conftest import REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -260,6 +261,40 @@ def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(
     for rid in (run_id, straight_id):
         episodes = client.get_metric_history(rid, "train/episode_return")
         assert len(episodes) * 60 == budget and max(m.step for m in episodes) == budget
+
+
+def test_an_async_run_stopped_while_working_off_its_backlog_resumes_and_makes_every_update(store):
+    """Async agents finish the budget long before a slow learner: stopped while it works off the
+    owed updates, the run keeps a checkpoint with fewer updates than promised, and its resume
+    makes the rest (it used to end FINISHED with them skipped)."""
+    import torch
+
+    budget, ratio = 1200, 4
+    total = ratio * (budget - 100) // 2  # updates per decision x decisions after the warm-up (repeat 2)
+    client = MlflowClient(store)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_LEARNER, "train", *TINY_TOY, "--train-steps", str(budget),
+                             "--mode", "async", "--set", f"learner.updates_per_step={ratio}",
+                             "--set", "trainer.max_update_backlog=0", "--tracking-uri", store, "--quiet"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = wait_for(lambda: (r := the_run(client)) and r.info.run_id, proc, what="the run")
+    agent = int(wait_for(lambda: client.get_run(run_id).data.tags.get("pid.agent0"), proc, what="the agent"))
+    # the agent exits once its share of the budget is sent; >= 3 ms x 2,200 updates means the
+    # learner is still working off the backlog then
+    wait_for(lambda: not alive(agent), proc, timeout=180, what="the agent to finish the budget")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130 and client.get_run(run_id).info.status == "KILLED"
+
+    def saved() -> dict:
+        return torch.load(client.download_artifacts(run_id, "checkpoint/checkpoint.pt"), weights_only=False)
+
+    stopped = saved()
+    assert stopped["env_steps"] == budget and 0 < stopped["learner"]["updates"] < total, stopped["learner"]["updates"]
+    out = run_dqt("train", "--resume", run_id, "--tracking-uri", store, "--quiet", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert saved()["learner"]["updates"] == total  # every owed update made
+    assert steps_of(client, run_id, "eval/success_rate")[-1] == budget
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(store):

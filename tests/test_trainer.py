@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_TOY, alive, children_of, dqt_command, run_dqt
+from conftest import REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
 from mlflow.tracking import MlflowClient
 
 from core.config import RunConfig
@@ -177,13 +177,6 @@ def test_a_child_that_cannot_start_fails_the_run_with_its_own_reason(store):
     assert run.info.status == "FAILED"
     reason = run.data.tags["dqt.failure_reason"]
     assert "pickle" in reason.lower() and "AssertionError" not in reason, reason
-
-
-# A learner that always takes >= 3 ms an update: how far the agents outrun it no longer depends on
-# how this machine shares its cores (CI once saw a learner keep up, and the unbounded peak was 212).
-SLOW_LEARNER = ("import sys, time, core.learner as l; update = l.Learner.update; "
-                "l.Learner.update = lambda self, b: (time.sleep(0.003), update(self, b))[1]; "
-                "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
 
 
 @pytest.mark.slow
