@@ -66,10 +66,10 @@ class RunTracker:
         flush_every_s: buffered metrics are handed over once this old (checked on each call).
         max_buffer: ... or once this many points are waiting.
         retry_timeout_s: how long one write retries transient errors before `TrackingError`.
-        async_metrics: write metric batches in MLflow's worker threads (`core.tracking.metrics`);
-            False (the default) writes them in the calling thread: with True a Ctrl-C during a
-            run left the trainer hanging past its 30 s stop deadline (tests/test_trainer.py sigint
-            test), not yet explained, so the trainer keeps synchronous writes.
+        async_metrics: write metric batches in MLflow's worker threads (`core.tracking.metrics`),
+            so the learner never waits on the store (a locked SQLite file can hold a write for
+            20 s); every exit path flushes and waits (`end`, `exit_now`).  False writes them in
+            the calling thread.
 
     Not thread-safe: one learner thread logs.  Usable as a context manager: a clean exit
     ends FINISHED, Ctrl-C ends KILLED, an exception ends FAILED with the error as
@@ -80,7 +80,7 @@ class RunTracker:
                  tags: Mapping[str, Any] | None = None, parent_run_id: str | None = None,
                  resume_run_id: str | None = None, *, flush_every_s: float = 5.0,
                  max_buffer: int = MAX_METRICS_PER_BATCH, retry_timeout_s: float = 60.0,
-                 async_metrics: bool = False) -> None:
+                 async_metrics: bool = True) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = ensure_store(uri)  # first: schema creation must not race with other processes
