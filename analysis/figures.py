@@ -39,7 +39,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.auc import AucTable, common_range, resample, union_grid
-from analysis.labels import config_label, format_value, short_names
+from analysis.labels import common_values, config_label, format_value, short_names
 from analysis.load import EVAL_RETURN, SUCCESS, WALL, Curve, metric_curves, wall_time_curves
 from analysis.selection import ExperimentRuns
 from analysis.stats import curve_band
@@ -84,7 +84,8 @@ DESCRIPTIONS = {
     "noise": "Eval return and, below it, eval success vs env steps under reward noise: row pairs fix "
              "μ or σ, columns noisy vs robust reward; the black dashed line is the noise-free "
              "runs (μ 0, σ 0) in every panel (cf. DQT figure 4).",
-    "tasks": "Success AUC per task, noisy vs robust reward per noise setting (cf. DQT figure 5).",
+    "tasks": "Success AUC per task and configuration; in a noise grid, noisy vs robust reward per noise "
+             "setting (cf. DQT figure 5).",
 }
 
 
@@ -144,16 +145,19 @@ def _plot_configs(
     statistic: str,
     seed: int,
     reference: Sequence[str] = (),
+    common: Mapping[str, Any] | None = None,
+    legend: bool = True,
 ) -> int:
     """One line with a CI band per configuration in `configs` (no band for a single seed: it
     has no CI), plus the noise-free `reference` runs as one black dashed line when given;
-    returns how many lines were drawn."""
+    labelled by `label_keys` (only what differs from `common`, when given); returns how many
+    lines were drawn."""
     drawn = 0
     for _, config in configs.iterrows():
         band = config_band(curves, config["run_ids"], statistic=statistic, seed=seed)
         if band is None:
             continue
-        name = config_label(config, label_keys)
+        name = config_label(config, label_keys, common)
         color = colors.get(name)
         ax.plot(band.x, band.center, color=color, lw=1.6, label=f"{name} (n={band.n})")
         if band.n > 1:
@@ -165,11 +169,11 @@ def _plot_configs(
             ax.plot(band.x, band.center, color="black", ls="--", lw=1.4, zorder=3, gid=NOISE_FREE_GID,
                     label=f"{NOISE_FREE_LABEL}, n={band.n}")
             drawn += 1
-    if drawn:
+    if drawn and legend:
         names = short_names(label_keys)
         title = ", ".join(names[k] for k in label_keys) or None
         ax.legend(title=title, fontsize="small", title_fontsize="small", loc="best")
-    else:
+    elif not drawn:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.grid(alpha=0.3)
     return drawn
@@ -382,16 +386,21 @@ def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0
 # ---- DQT figure 5 ------------------------------------------------------------------------
 
 def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean") -> Figure:
-    """Success AUC per task (panels): bars per noise setting (x) and robust estimator (hue)."""
+    """Success AUC per task (panels): bars per setting (x; a noise setting in the paper's grid)
+    and robust estimator (hue, when it varies)."""
     table = auc.table
     tasks = _column(data, TASK_KEY)
     robusts = _column(data, ROBUST_KEY, ROBUST_ORDER)
+    noise_grid = ROBUST_KEY in data.varied
     setting_keys = [k for k in data.varied if k not in (TASK_KEY, ROBUST_KEY)]
-    settings = list(dict.fromkeys(config_label(row, setting_keys) for _, row in table.iterrows()))
+    common = common_values([row for _, row in table.iterrows()], setting_keys)
+    settings = list(dict.fromkeys(config_label(row, setting_keys, common) for _, row in table.iterrows()))
     colors = _colors([str(r) for r in robusts])
     ncols = min(len(tasks), 4)
     nrows = -(-len(tasks) // ncols)
-    fig, axes = _new_figure(nrows, ncols, width=max(3.6, 1.1 * len(settings) * max(1, len(robusts)) + 1.5))
+    longest = max((len(name) for name in settings), default=0)
+    fig, axes = _new_figure(nrows, ncols, width=max(3.6, 1.1 * len(settings) * max(1, len(robusts)) + 1.5),
+                            height=3.2 + 0.06 * longest)
     center = "auc_iqm" if statistic == "iqm" else "auc_mean"
     lo_col, hi_col = (("auc_iqm_ci_low", "auc_iqm_ci_high") if statistic == "iqm"
                       else ("auc_ci_low", "auc_ci_high"))
@@ -405,7 +414,7 @@ def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean"
             for _, row in rows.iterrows():
                 if np.isnan(row[center]):
                     continue
-                x = settings.index(config_label(row, setting_keys)) + (h - (len(robusts) - 1) / 2) * width
+                x = settings.index(config_label(row, setting_keys, common)) + (h - (len(robusts) - 1) / 2) * width
                 xs.append(x)
                 heights.append(row[center])
                 if np.isfinite(row[lo_col]) and np.isfinite(row[hi_col]):  # one seed: no CI, no error bar
@@ -415,25 +424,26 @@ def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean"
                     errs[1].append(max(0.0, row[hi_col] - row[center]))
             if xs:
                 name = "noisy" if robust in (None, "none") else f"robust ({robust})"
-                ax.bar(xs, heights, width=width * 0.95, color=colors[str(robust)], label=name)
+                ax.bar(xs, heights, width=width * 0.95, color=colors[str(robust)], label=name if noise_grid else None)
             if err_x:
                 ax.errorbar(err_x, err_y, yerr=errs, fmt="none", ecolor="black", elinewidth=1, capsize=3)
         ax.set_xticks(range(len(settings)), settings, rotation=30 if len(settings) > 3 else 0,
                       ha="right" if len(settings) > 3 else "center", fontsize="small")
         ax.set_title(f"task: {task}" if task is not None else "all runs")
-        ax.set_xlabel("reward noise setting" + (f" ({', '.join(short_names(setting_keys).values())})"
-                                                 if setting_keys else ""))
+        what = "reward noise setting" if noise_grid else "configuration"
+        ax.set_xlabel(what + (f" ({', '.join(short_names(setting_keys).values())})" if setting_keys and not common
+                              else " (what differs from the baseline)" if common else ""))
         ax.set_ylabel(AUC_LABEL)
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-        if ax.containers:
+        if ax.containers and noise_grid:
             ax.legend(title="reward", fontsize="small", title_fontsize="small")
     for j in range(len(tasks), nrows * ncols):
         axes[j // ncols, j % ncols].set_visible(False)
     seeds = table["seeds"][table["seeds"] > 0]
     n = f"{seeds.min()}–{seeds.max()}" if seeds.nunique() > 1 else f"{seeds.max() if len(seeds) else 0}"
     what = "IQM" if statistic == "iqm" else "mean"
-    fig.suptitle(f"{data.name}: success AUC by task, noisy vs robust reward\n"
+    fig.suptitle(f"{data.name}: success AUC by task" + (", noisy vs robust reward" if noise_grid else "") + "\n"
                  f"(bars: {what} over {n} seeds; error bars: 95% bootstrap CI, none for one seed)")
     return fig
 
@@ -441,31 +451,42 @@ def figure_tasks(data: ExperimentRuns, auc: AucTable, *, statistic: str = "mean"
 # ---- every experiment --------------------------------------------------------------------
 
 def figure_success(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
-    """Eval return (top) and eval success (bottom) vs env steps of every configuration, with
-    one legend (on the first panel that has lines; the colours are the same below)."""
-    colors = _colors(list(data.configs["label"]))
-    many = len(data.configs) > 8
-    fig = Figure(figsize=(9.5 if many else 6.5, 8.0), layout="constrained")
-    axes = fig.subplots(len(STEP_ROWS), 1, squeeze=False)[:, 0]
-    for ax, (metric, ylabel) in zip(axes, STEP_ROWS, strict=True):
-        _plot_configs(ax, metric_curves(data.tidy, metric), data.configs, data.varied, colors,
-                      statistic=statistic, seed=seed)
-        _steps_axis(ax)
-        ax.set_ylabel(ylabel)
-        if metric == SUCCESS:
-            ax.set_ylim(-0.03, 1.03)
-    legends = [(ax, ax.get_legend()) for ax in axes if ax.get_legend() is not None]
-    for _, legend in legends[1:]:
-        legend.remove()
-    if legends:
-        ax, legend = legends[0]
-        if len(data.configs) > MAX_LEGEND:  # an Optuna study: a legend would hide the plot
-            legend.remove()
-            ax.text(0.01, 0.98, f"{len(data.configs)} configurations (labels in summary.csv)",
-                    transform=ax.transAxes, va="top", fontsize="small", color="gray")
-        elif many:  # a long legend goes beside the axes, not over the lines
-            ax.legend(title=legend.get_title().get_text() or None, fontsize="x-small",
-                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    """Eval return (top) and eval success (bottom) vs env steps of every configuration; one
+    column per task when the task varies (returns of different tasks share no scale), one
+    legend below the panels, each configuration the same colour in every column."""
+    tasks = _column(data, TASK_KEY) if TASK_KEY in data.varied else [None]
+    keys = [k for k in data.varied if k != TASK_KEY] if tasks != [None] else list(data.varied)
+    rows = [c for _, c in data.configs.iterrows()]
+    common = common_values(rows, keys)
+    colors = _colors(list(dict.fromkeys(config_label(c, keys, common) for c in rows)))
+    fig = Figure(figsize=(max(6.5, 4.6 * len(tasks)), 8.0 + 0.22 * min(len(colors), MAX_LEGEND)),
+                 layout="constrained")
+    axes = fig.subplots(len(STEP_ROWS), len(tasks), squeeze=False)
+    curves = {metric: metric_curves(data.tidy, metric) for metric, _ in STEP_ROWS}
+    for j, task in enumerate(tasks):
+        configs = data.configs if task is None else _where(data.configs, TASK_KEY, task)
+        for i, (metric, ylabel) in enumerate(STEP_ROWS):
+            ax = axes[i, j]
+            _plot_configs(ax, curves[metric], configs, keys, colors, statistic=statistic, seed=seed,
+                          common=common, legend=False)
+            _steps_axis(ax)
+            ax.set_ylabel(ylabel if j == 0 else "")
+            if metric == SUCCESS:
+                ax.set_ylim(-0.03, 1.03)
+            if task is not None and i == 0:
+                ax.set_title(f"task: {task}")
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label.rsplit(" (n=", 1)[0], (handle, label))
+    if len(data.configs) > MAX_LEGEND:  # an Optuna study: a legend would hide the plot
+        fig.text(0.01, 0.01, f"{len(data.configs)} configurations (labels in summary.csv)", fontsize="small",
+                 color="gray")
+    elif handles:
+        names = short_names(keys)
+        title = ", ".join(names[k] for k in keys) + (" (only what differs from the baseline)" if common else "")
+        fig.legend([h for h, _ in handles.values()], [lab for _, lab in handles.values()], loc="outside lower center",
+                   title=title or None, fontsize="small", title_fontsize="small", ncol=1 if len(tasks) < 2 else 2)
     fig.suptitle(f"{data.name}: eval return and success per configuration\n{_band_note(statistic)}")
     return fig
 

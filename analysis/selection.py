@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.labels import LABEL_ORDER, config_label
+from analysis.labels import LABEL_ORDER, common_values, config_label
 from analysis.load import SEED_PARAMS, param_columns, run_table
 from core.config import ConfigError
 
@@ -83,14 +83,18 @@ def varied_params(runs: pd.DataFrame) -> list[str]:
 def configurations(runs: pd.DataFrame, varied: Sequence[str]) -> pd.DataFrame:
     """One row per configuration: config_hash, label, the varied params, seeds, run_ids.
 
-    Sorted by the varied params so tables and legends read in order.  Two configurations
+    Sorted by the varied params so tables and legends read in order.  With many varied params
+    a label names only the values that differ from the common ones (`labels.common_values`).
+    Two configurations
     with the same label (they differ only in a param that is not varied elsewhere, which
     should not happen) get their hash appended so they never merge in a legend.
     """
     rows = []
+    firsts = {h: g.iloc[0] for h, g in runs.groupby("config_hash", sort=False)}
+    common = common_values(list(firsts.values()), varied)  # many params vary: name only the differences
     for config_hash, group in runs.groupby("config_hash", sort=False):
-        first = group.iloc[0]
-        row = {"config_hash": config_hash, "label": config_label(first, varied)}
+        first = firsts[config_hash]
+        row = {"config_hash": config_hash, "label": config_label(first, varied, common)}
         row.update({k: first[k] for k in varied})
         row["seeds"] = int(group["seed"].nunique(dropna=False))
         row["run_ids"] = list(group["run_id"])

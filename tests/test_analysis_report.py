@@ -278,14 +278,20 @@ def test_tasks_figure_has_a_bar_per_configuration_of_each_task(prepared):
 def test_success_figure_has_eval_return_on_top_and_success_below(prepared):
     for data in prepared.values():
         fig = figure_success(data)
-        top, bottom = fig.axes  # two rows, one column
-        assert top.get_position().y0 > bottom.get_position().y0
-        assert top.get_ylabel() == EVAL_RETURN_LABEL and bottom.get_ylabel() == SUCCESS_LABEL
-        assert top.get_xlabel() == bottom.get_xlabel() == STEP_LABEL
-        assert len(top.get_lines()) == len(bottom.get_lines()) == len(data.configs)
-        # One legend for both panels: the colours are the same.
-        assert [line.get_color() for line in top.get_lines()] == [line.get_color() for line in bottom.get_lines()]
-        assert top.get_legend() is not None and bottom.get_legend() is None
+        tasks = sorted(data.configs["trainer.task"].unique()) if "trainer.task" in data.varied else [None]
+        axes = np.array(fig.axes).reshape(2, len(tasks))  # return over success, a column per task
+        for j, task in enumerate(tasks):
+            top, bottom = axes[:, j]
+            assert top.get_position().y0 > bottom.get_position().y0
+            assert top.get_xlabel() == bottom.get_xlabel() == STEP_LABEL
+            if j == 0:
+                assert top.get_ylabel() == EVAL_RETURN_LABEL and bottom.get_ylabel() == SUCCESS_LABEL
+            in_task = data.configs if task is None else data.configs[data.configs["trainer.task"] == task]
+            assert len(top.get_lines()) == len(bottom.get_lines()) == len(in_task)
+            assert [line.get_color() for line in top.get_lines()] == [line.get_color() for line in bottom.get_lines()]
+            assert top.get_title() == ("" if task is None else f"task: {task}")
+        # One legend below the panels: the colours are the same everywhere.
+        assert not [ax for ax in fig.axes if ax.get_legend() is not None] and len(fig.legends) == 1
     data = prepared["dqt"]
     top, bottom = figure_success(data).axes
     assert lines(top) == lines(bottom) == ["all runs (n=2)"]
@@ -294,6 +300,33 @@ def test_success_figure_has_eval_return_on_top_and_success_below(prepared):
                                np.mean([prepared_curve(data, r, "eval/return") for r in runs], axis=0))
     np.testing.assert_allclose(bottom.get_lines()[0].get_ydata(),
                                np.mean([prepared_curve(data, r) for r in runs], axis=0))
+
+
+def test_an_ablation_names_only_what_differs_from_the_baseline():
+    # One factor at a time around a baseline, on two tasks: legends would otherwise list every
+    # param of every arm. Each task gets its own column; an arm has one colour in both.
+    arms = [{}, {"env.action_repeat": 1, "env.episode_length": 500}, {"learner.replay_sampling": "return-weighted"},
+            {"exploration.greedy_heads": "mean"}]
+    base = {"env.action_repeat": 2, "env.episode_length": 200, "learner.replay_sampling": "uniform",
+            "exploration.greedy_heads": "min"}
+    runs = [({"trainer.task": task, **base, **arm}, seed, 0.3) for task in ("door-unlock", "reach")
+            for arm in arms for seed in range(2)]
+    data = fabricated(runs, "abl")
+    assert sorted(data.configs["label"]) == sorted(
+        f"task={t}, {d}" for t in ("door-unlock", "reach")
+        for d in ("baseline", "action_repeat=1, episode_length=500", "replay_sampling=return-weighted",
+                  "greedy_heads=mean"))
+    fig = figure_success(data)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["task: door-unlock", "task: reach"]
+    (legend,) = fig.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == [
+        "action_repeat=1, episode_length=500 (n=2)", "baseline (n=2)", "greedy_heads=mean (n=2)",
+        "replay_sampling=return-weighted (n=2)"]
+    left, right = fig.axes[0], fig.axes[1]
+    assert {ln.get_label(): ln.get_color() for ln in left.get_lines()} == \
+        {ln.get_label(): ln.get_color() for ln in right.get_lines()}
+    tasks = figure_tasks(data, auc_table(data, n_resamples=200))
+    assert "noisy" not in tasks._suptitle.get_text() and all(ax.get_legend() is None for ax in tasks.axes)
 
 
 def test_iqm_statistic_changes_what_lines_show(prepared):
@@ -379,9 +412,9 @@ def test_a_single_seed_gets_no_band_and_no_error_bar():
     runs = [({"trainer.task": task, "noise.robust": robust, "noise.std": 1.0}, seed, 0.4)
             for task, seeds in (("a", 1), ("b", 2)) for robust in ("none", "median") for seed in range(seeds)]
     data = fabricated(runs)
-    for ax in figure_success(data).axes:
-        assert len(ax.get_lines()) == 4
-        assert len(ax.collections) == 2  # bands of the two-seed configurations only
+    for ax in figure_success(data).axes:  # a column per task
+        assert len(ax.get_lines()) == 2
+        assert len(ax.collections) == (2 if ax.get_subplotspec().colspan.start == 1 else 0)  # two-seed task b only
     auc = auc_table(data, n_resamples=200)
     single = auc.table[auc.table["seeds"] == 1]
     assert len(single) == 2 and single[["auc_ci_low", "auc_ci_high"]].isna().all().all()
