@@ -23,12 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis import cli as analysis_cli
 from analysis.auc import auc_table
+from analysis.figure_noise import noise_rows
 from analysis.figures import (
-    EVAL_RETURN_LABEL,
-    NOISE_FREE_GID,
-    STEP_LABEL,
-    SUCCESS_LABEL,
-    TIME_LABEL,
     applicable,
     build_figures,
     figure_agents,
@@ -36,9 +32,9 @@ from analysis.figures import (
     figure_noise,
     figure_success,
     figure_tasks,
-    noise_rows,
 )
 from analysis.load import RUN_COLUMNS, load_tidy
+from analysis.plotting import EVAL_RETURN_LABEL, NOISE_FREE_GID, STEP_LABEL, SUCCESS_LABEL, TIME_LABEL
 from analysis.report import build_report, render_report, summary_frame
 from analysis.selection import ExperimentRuns, prepare
 from core.config import ConfigError, config_hash
