@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
 JOBS ?= 3
+# Test processes: most tests wait on child processes, so two share 2 cores well; the `serial`
+# ones (wall-clock bounds) then run alone.
+TEST_JOBS ?= 2
 TRACKING_URI ?= sqlite:///mlflow.db
 PORT ?= 5000
 
@@ -21,7 +24,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

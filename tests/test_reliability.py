@@ -93,6 +93,7 @@ def test_agent_killed_past_the_restart_limit_fails_cleanly(store):
     assert not [k for k in kids if alive(k)], "processes of the failed run survived"
 
 
+@pytest.mark.serial  # a wall-clock bound or a race between processes: run alone
 def test_sigint_then_resume_gives_one_duplicate_free_history(store):
     proc = start_train(store, *LONG, "--train-steps", "30000", "--num-agents", "2", "--mode", "sync")
     client = MlflowClient(store)
@@ -263,6 +264,7 @@ def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(
         assert len(episodes) * 60 == budget and max(m.step for m in episodes) == budget
 
 
+@pytest.mark.serial  # a wall-clock bound or a race between processes: run alone
 def test_an_async_run_stopped_while_working_off_its_backlog_resumes_and_makes_every_update(store):
     """Async agents finish the budget long before a slow learner: stopped while it works off the
     owed updates, the run keeps a checkpoint with fewer updates than promised, and its resume

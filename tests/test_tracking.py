@@ -308,6 +308,7 @@ def test_async_logging_loses_no_point_on_any_exit(store: str, exit_path: str) ->
         assert all(m.value == m.step * (i + 1) for m in history)
 
 
+@pytest.mark.serial  # a wall-clock bound or a race between processes: run alone
 def test_the_learner_does_not_wait_for_a_locked_store(store: str) -> None:
     """Another process holds the SQLite write lock for 3 s: logging returns at once all that
     time (a synchronous write would wait for the lock), and every point lands after."""
