@@ -181,7 +181,6 @@ def test_a_child_that_cannot_start_fails_the_run_with_its_own_reason(store):
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # a wall-clock bound or a race between processes: run alone
 def test_async_backlog_is_bounded_and_learning_is_logged_to_the_end(store):
     """Agents outrun a learner owing 2 updates a decision: unbounded, the owed updates pile up into
     the end of the run; with trainer.max_update_backlog they stay near the bound while the run goes
