@@ -57,6 +57,7 @@ def stepping_agent_pid(client: MlflowClient, agent: int = 0, not_pid: int | None
     return int(pid) if pid and int(pid) != not_pid and alive(int(pid)) else None
 
 
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_sigkill_one_agent_run_still_finishes_with_restart_recorded(store):
     # A budget the agents cannot finish before the kill lands (metrics show up seconds late).
     proc = start_train(store, *LONG, "--train-steps", "30000", "--num-agents", "2")
@@ -74,6 +75,7 @@ def test_sigkill_one_agent_run_still_finishes_with_restart_recorded(store):
     assert steps_of(client, run.info.run_id, "train/episode_return")[-1] == 30000
 
 
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_agent_killed_past_the_restart_limit_fails_cleanly(store):
     proc = start_train(store, *LONG, "--train-steps", "10000000", "--num-agents", "2",
                        "--set", "trainer.max_agent_restarts=1")
@@ -125,6 +127,7 @@ def test_sigint_then_resume_gives_one_duplicate_free_history(store):
     assert steps_of(client, run_id, "eval/success_rate")[-1] == 30000
 
 
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_learner_sigkill_takes_every_agent_down_and_leaves_a_checkpoint(store):
     proc = start_train(store, *LONG, "--train-steps", "10000000", "--num-agents", "2")
     client = MlflowClient(store)
@@ -215,6 +218,7 @@ def test_bad_config_file_and_bad_tracking_uri(store, tmp_path):
         assert f"tracking URI '{uri}'" in out.stderr
 
 
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(store):
     """An interrupted-and-resumed run and an uninterrupted one follow the same epsilon curve and
     end with the same env steps and learner updates. Epsilon decays over the whole budget, so a

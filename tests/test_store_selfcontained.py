@@ -312,6 +312,7 @@ def test_two_parallel_trains_leave_a_self_contained_store(store: str, tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_an_interrupted_train_leaves_its_killed_run_in_the_file(store: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -68,6 +68,7 @@ def test_two_workers_share_a_real_sweep(tmp_path):
     assert {r.data.tags["mlflow.parentRunId"] for r in points} == parents and len(parents) == 2  # both worked
 
 
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_a_sweep_killed_with_sigkill_resumes_from_the_checkpoint(tmp_path):
     from mlflow import MlflowClient
 

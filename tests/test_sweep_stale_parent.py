@@ -48,6 +48,7 @@ def runs(uri: str, role: str) -> list:
     return [r for r in found if r.data.tags.get("dqt.role") == role]
 
 
+@pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
 def test_the_next_sweep_kills_the_parent_a_sigkilled_sweep_left_running(tmp_path):
     spec = tmp_path / "stale.yaml"
     spec.write_text(SPEC)

@@ -69,6 +69,7 @@ def test_train_end_to_end(store, mode):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # two agents must start close enough to overlap: run alone
 def test_agents_run_in_parallel_processes(store):
     out = run_dqt("train", *TINY_TOY, "--train-steps", "3000", "--num-agents", "2", "--mode", "async",
                   "--tracking-uri", store, "--quiet")
