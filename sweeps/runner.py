@@ -6,7 +6,7 @@ Three stores, each the authority for one thing, each behind its own module:
   spec's experiment tagged with its ``config_hash`` and ``seed`` FINISHED.
 - **Optuna storage** (`sweeps.claims`) is the claim queue shared by every worker of a sweep,
   on one host or many: each not-yet-done point is a WAITING trial that one worker claims.
-- **Heartbeats** on the storage's clock (`sweeps.claims.claim_alive`, exact by the OS inside
+- **Heartbeats** on the storage's clock (`sweeps.liveness.claim_alive`, exact by the OS inside
   one PID namespace) say whether a claim is still worked on, so a claim left by a dead worker
   is recognised and its point offered again; every worker waits while points of its sweep run
   elsewhere, and takes over any whose worker dies.
