@@ -15,7 +15,6 @@ clock, `StorageClock`) is reaped and its point offered again (`ClaimQueue.reap`)
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -65,8 +64,7 @@ class StorageClock:
 
     def __call__(self) -> float:
         if self._stamp is not None:
-            self._stamp.touch()
-            os.utime(self._stamp)  # "now" by whoever keeps the file: on NFS, the server
+            self._stamp.touch()  # "now" by whoever keeps the file: on NFS, the server
             return self._stamp.stat().st_mtime
         from sqlalchemy import text
 
