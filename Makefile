@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 JOBS ?= 3
 # Test processes: most tests wait on child processes, so two share 2 cores well; the `serial`
-# ones (wall-clock bounds) then run alone.
+# ones (wall-clock bounds) then run alone. Tests go to the workers one at a time, end-to-end
+# ones first (tests/conftest.py), so both stay busy to the end.
 TEST_JOBS ?= 2
+# the files that hold `serial` tests: that phase collects only these
+SERIAL_FILES = $(shell grep -l 'mark.serial' tests/test_*.py)
 TRACKING_URI ?= sqlite:///mlflow.db
 PORT ?= 5000
 
@@ -24,8 +27,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m "not serial"
-	$(BIN)/python -m pytest -q -m serial
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --maxschedchunk 1 -m "not serial"
+	$(BIN)/python -m pytest -q -m serial $(SERIAL_FILES)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

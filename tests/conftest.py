@@ -103,3 +103,10 @@ def sigkill_session(sid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def pytest_collection_modifyitems(config, items):
+    """End-to-end (`slow`) tests first: with `make test`'s one-test-at-a-time scheduling over
+    two workers, the long runs start early and the many second-long tests fill the gaps, so no
+    worker is left finishing a minute-long run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

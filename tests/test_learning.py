@@ -1,10 +1,16 @@
 """The trainer actually learns: `train` (agent process, learner, eval process, MLflow) on
-toy-reach goes from <= 0.2 to >= 0.8 eval success within 5,000 env steps, for two seeds.
+toy-reach goes from <= 0.2 to >= 0.8 eval success within 5,000 env steps.
 
 This runs the real machinery a user runs, not a second loop: the agent explores in its own
 process, the learner trains
-from what it delivers, the eval process scores greedy noise-free episodes. About 30-60 s a seed
-on one busy CPU; wall-clock speed is the benchmark's business, not asserted here.
+from what it delivers, the eval process scores greedy noise-free episodes. About 50-70 s on a
+busy 2-core CPU; wall-clock speed is the benchmark's business, not asserted here.
+
+One seed: a second doubled the suite's longest test for no new code path. The seeds' spread is
+what the sweeps' reports show (2+ seeds an arm). Re-probed on 2026-12-04 with this config, seeds
+0-3 peaked at 0.85, 0.85, 0.55 and 1.0 (seed 2 fails this bar; sync mode makes a seed's curve
+repeat exactly on one machine, so the test is not flaky, but a change to what the trainer draws
+from its generators can move a seed across it).
 """
 
 import pytest
@@ -13,8 +19,10 @@ from mlflow.tracking import MlflowClient
 from core.config import RunConfig
 from core.trainer import TrackingOptions, train
 
-# A small QT (1 layer, 64 wide, 11 bins, lr 3e-3) so the check fits CI (seeds 0-3 peaked at
-# 0.85-1.0 at 5k steps; lr 1e-3 peaked at 0.25-0.75); gamma 0.8 suits 30-step episodes; toy-reach keeps its own protocol (repeat 1).
+# A small QT (1 layer, 64 wide, 11 bins, lr 3e-3) so the check fits CI (lr 1e-3 peaked at
+# 0.25-0.75); gamma 0.8 suits 30-step episodes; toy-reach keeps its own protocol (repeat 1).
+# Cheaper variants probed on seeds 0-3 (2026-12-04) fall short of 0.8 on most seeds: batch 64
+# (peaks 0-0.3), 0.5 updates per step (0.05-0.9), 3,000 env steps (0-0.6).
 TOY = {
     "trainer.task": "toy-reach", "trainer.train_steps": 5000,
     "env.episode_length": 30, "env.action_repeat": 1, "env.reward_scale": 1.0,
@@ -26,8 +34,8 @@ TOY = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_trainer_learns_toy_reach(store, seed):
+def test_trainer_learns_toy_reach(store):
+    seed = 0
     cfg = RunConfig.from_flat({**TOY, "trainer.seed": seed})
     result = train(cfg, TrackingOptions(uri=store, experiment="learning"), progress=False)
     assert result.status == "FINISHED", result.reason

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(pg_bin("pg_ctl") is None, reason="PostgreSQL (pg_ctl) is not installed")]
 
 EXPERIMENT = "hosts"
-# 3 configurations x 2 seeds; checkpoints every 200 env steps so a killed point can resume.
+# 2 configurations x 2 seeds; checkpoints every 200 env steps so a killed point can resume.
 SPEC = f"""\
 name: {EXPERIMENT}
 base:
@@ -38,7 +38,7 @@ base:
   model: {{embed_dim: 32, num_layers: 1, num_heads: 2, num_bins: 11}}
   eval: {{every: 800, episodes: 2}}
 grid:
-  learner.lr: [1.0e-3, 3.0e-3, 1.0e-2]
+  learner.lr: [1.0e-3, 3.0e-3]
 seeds: 2
 """
 HEARTBEAT = ["--heartbeat", "1", "--stale-after", "8"]
@@ -118,12 +118,12 @@ def test_two_workers_one_killed_every_point_once_then_figures(services, tmp_path
     per_point = Counter((r.data.tags["config_hash"], r.data.tags["seed"]) for r in runs)
     finished = Counter((r.data.tags["config_hash"], r.data.tags["seed"]) for r in runs
                        if r.info.status == "FINISHED")
-    assert len(per_point) == 6 and set(finished.values()) == {1}, finished  # every point FINISHED once
+    assert len(per_point) == 4 and set(finished.values()) == {1}, finished  # every point FINISHED once
     killed = (victim.data.tags["config_hash"], victim.data.tags["seed"])
     assert all(n == 1 for key, n in per_point.items() if key != killed), per_point  # no point run twice
     assert per_point[killed] <= 2, per_point  # the killed one resumed (1 run) or re-run once (2)
     a_log = (tmp_path / "a.log").read_text()
-    assert "6 points" in a_log, a_log[-2000:]
+    assert "4 points" in a_log, a_log[-2000:]
 
     out = tmp_path / "report"
     fig = subprocess.run([sys.executable, "-m", "dqt.cli", "figures", EXPERIMENT, "--tracking-uri", server.url,
@@ -131,5 +131,5 @@ def test_two_workers_one_killed_every_point_once_then_figures(services, tmp_path
     assert fig.returncode == 0, fig.stderr[-3000:]
     out = out / EXPERIMENT  # dqt figures writes DIR/<experiment>/
     summary = (out / "summary.csv").read_text()
-    assert summary.count("\n") >= 4, summary  # a header and a row per configuration
+    assert summary.count("\n") >= 3, summary  # a header and a row per configuration
     assert (out / "report.md").exists() and (out / "success.png").exists()

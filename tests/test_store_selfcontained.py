@@ -9,6 +9,7 @@ until a checkpoint, and processes leaving through ``os._exit`` never ran one, so
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sqlite3
@@ -297,18 +298,25 @@ def start_train(store: str, *extra: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_two_parallel_trains_leave_a_self_contained_store(store: str, tmp_path: Path) -> None:
-    procs = [start_train(store, "--run-name", f"par{i}", "--seed", str(i)) for i in range(2)]
+def test_four_parallel_trains_lose_no_point_and_leave_a_self_contained_store(store: str, tmp_path: Path) -> None:
+    """Four async `dqt train` processes write one SQLite store at once: every episode of every
+    run is a metric point, every eval reaches the budget, and mlflow.db alone holds it all."""
+    from mlflow.tracking import MlflowClient
+
+    procs = [start_train(store, "--train-steps", "1500", "--mode", "async", "--run-name", f"par{i}", "--seed", str(i))
+             for i in range(4)]
     for proc in procs:
         _, err = proc.communicate(timeout=400)
         assert proc.returncode == 0, err[-3000:]
-    db = db_of(store)
-    snap = assert_copy_is_complete(db, tmp_path, {"FINISHED"})
-    assert sorted(name for name, _, _ in snap.values()) == ["par0", "par1"]
-    for name, _, history in snap.values():
-        steps = [s for s, _, _ in history["eval/success_rate"]]
-        assert steps and steps[-1] == 600, (name, steps)
-        assert sum(len(h) for h in history.values()) > 20, name
+    snap = assert_copy_is_complete(db_of(store), tmp_path, {"FINISHED"})
+    assert sorted(name for name, _, _ in snap.values()) == ["par0", "par1", "par2", "par3"]
+    client = MlflowClient(store)
+    for run_id, (name, _, history) in snap.items():
+        agents = json.loads(Path(client.download_artifacts(run_id, "agents.json")).read_text())
+        episodes = sum(a["episodes"] for a in agents.values())
+        for key in ("train/episode_return", "train/success"):
+            assert len(history[key]) == episodes, (name, key)
+        assert [s for s, _, _ in history["eval/success_rate"]][-1] == 1500, name
 
 
 @pytest.mark.slow

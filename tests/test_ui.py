@@ -131,16 +131,14 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
-def test_serve_ui_lists_a_logged_run(served: Served) -> None:
+def test_the_ui_lists_a_logged_run_and_opens_a_sweep_on_its_runs_and_results(served: Served) -> None:
+    # (one test: the served store takes ~15 s to build, and parallel test workers would each build it)
     runs = served.post("/api/2.0/mlflow/runs/search", {"experiment_ids": [served.run.experiment_id]})["runs"]
     assert [r["info"]["run_id"] for r in runs] == [served.run.run_id]
     artifact = urllib.request.urlopen(
         f"{served.base}/get-artifact?path=config.yaml&run_uuid={served.run.run_id}", timeout=10).read()
     assert artifact == b"hello"  # the server reads the absolute artifact folder
 
-
-@pytest.mark.slow
-def test_the_ui_opens_a_sweep_on_its_runs_and_results(served: Served) -> None:
     for name in ("demo", "ui"):  # a sweep's experiment and a `dqt train` experiment
         experiment = served.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name=name)["experiment"]
         tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
