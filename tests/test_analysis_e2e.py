@@ -30,7 +30,7 @@ STDS = (0, 1)
 ROBUSTS = ("none", "median")
 # (noise.std, noise.robust) of every configuration: the noise-free reference, then the noisy
 # std with and without the median filter, as sweeps/noise.yaml lays out its grid.
-CONFIGS = {(0.0, "none"), (1.0, "none"), (1.0, "median")}
+CONFIGS = {(float(STDS[0]), "none")} | {(float(STDS[1]), robust) for robust in ROBUSTS}
 
 # The TINY_TOY trainer budget of conftest.py as a sweep spec; the grids vary noise.std (so
 # the noise figure applies) and the robust estimator, at noise mean 0.
