@@ -15,7 +15,7 @@ SERIAL_FILES = $(shell grep -l 'mark.serial' tests/test_*.py)
 TRACKING_URI ?= sqlite:///mlflow.db
 PORT ?= 5000
 
-.PHONY: venv test test-fast bench lint clean ui figures sweep-noise sweep-agents sweep-lr sweep-tasks sweep-search
+.PHONY: venv test test-fast bench lint clean ui figures paper sweep-noise sweep-agents sweep-lr sweep-tasks sweep-search
 
 venv: $(STAMP)
 
@@ -53,6 +53,14 @@ sweep-agents sweep-lr: $(STAMP)
 
 sweep-tasks: $(STAMP)
 	$(BIN)/dqt sweep sweeps/tasks.yaml --profile $(PROFILE) --jobs $(JOBS) --tracking-uri $(TRACKING_URI)
+
+# The paper's figures 2, 4 and 5 at one profile (quick: ~30 min; cpu: ~4 h on 2 cores; paper: a GPU
+# machine) into reports/paper/. Rerun the same command after an interruption: finished runs are skipped.
+paper: $(STAMP)
+	$(BIN)/dqt sweep sweeps/agents.yaml --profile $(PROFILE) --jobs $(JOBS) --tracking-uri $(TRACKING_URI)
+	$(BIN)/dqt sweep sweeps/noise.yaml --profile $(PROFILE) --jobs $(JOBS) --tracking-uri $(TRACKING_URI)
+	$(BIN)/dqt sweep sweeps/tasks.yaml --profile $(PROFILE) --jobs $(JOBS) --tracking-uri $(TRACKING_URI)
+	$(BIN)/dqt paper --profile $(PROFILE) --tracking-uri $(TRACKING_URI)
 
 sweep-search: $(STAMP)
 	$(BIN)/dqt sweep sweeps/search.yaml --profile $(PROFILE) --jobs $(JOBS) --tracking-uri $(TRACKING_URI)

@@ -2,6 +2,7 @@
 
     dqt figures EXPERIMENT [--tracking-uri URI] [--out DIR]
     dqt figures --all      [--tracking-uri URI] [--out DIR]      (what `make figures` runs)
+    dqt paper [--profile P] [--tracking-uri URI] [--out DIR]      (what `make paper` ends with)
 
 Files go to ``DIR/<experiment>/`` (DIR defaults to ``<repo>/reports``) and are logged as
 artifacts of the experiment's latest sweep parent run.  Metric histories are cached per run
@@ -53,7 +54,40 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
     p.set_defaults(handler=run)
+    q = subparsers.add_parser(
+        "paper",
+        help="the paper's figures 2, 4 and 5 with a claims table, from the agents, noise and tasks sweeps",
+        description="Read the runs of the experiments agents (DQT fig. 2), noise (fig. 4) and tasks (fig. 5) "
+                    "at one sweep profile and write OUT/paper/: each experiment's figures, summary.csv and "
+                    "report.md, and a README.md with the commands, the budget, which task stood in for which, "
+                    "and the paper's claims beside ours (agree / disagree / this budget cannot tell).",
+    )
+    q.add_argument("--profile", default=None, metavar="NAME",
+                   help="sweep profile of the runs (default: each experiment's latest)")
+    q.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<repo>/mlflow.db)")
+    q.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output root: files go to DIR/paper/ (default: <repo>/reports)")
+    q.add_argument("--no-log", action="store_true", help="do not log the files to the sweeps' parent runs")
+    q.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    q.set_defaults(handler=run_paper)
     return p
+
+
+def run_paper(args: argparse.Namespace) -> int:
+    """Handle ``dqt paper``; returns 0 or raises ConfigError."""
+    from analysis.paper import build_paper
+    from analysis.store import open_client
+    from core.tracking import repo_root, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    out_root = args.out if args.out is not None else repo_root() / "reports"
+    if out_root.exists() and not out_root.is_dir():
+        raise ConfigError(f"--out {out_root}: not a folder")
+    readme = build_paper(uri, out_root, profile=args.profile, cache_dir=out_root / ".cache", seed=args.seed,
+                         log_artifacts=not args.no_log, client=open_client(uri))
+    print(f"paper: figures 2, 4, 5, their tables and the claims -> {readme.parent} (README.md)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

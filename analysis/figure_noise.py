@@ -23,13 +23,13 @@ from analysis.plotting import (
     PREFERRED_FIXED_STD,
     ROBUST_KEY,
     ROBUST_ORDER,
-    STEP_ROWS,
     band_note,
     column,
     label_colors,
     new_figure,
     ordered,
     plot_configs,
+    step_rows,
     steps_axis,
     where,
 )
@@ -111,8 +111,9 @@ def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0
     reference = noise_free_run_ids(data)
     robusts = (ordered(noisy[ROBUST_KEY], ROBUST_ORDER) if ROBUST_KEY in noisy.columns and len(noisy)
                else column(data, ROBUST_KEY, ROBUST_ORDER))
-    curves = {metric: metric_curves(data.tidy, metric) for metric, _ in STEP_ROWS}
-    fig, axes = new_figure(len(STEP_ROWS) * len(rows), len(robusts))
+    metric_rows = step_rows(data)
+    curves = {metric: metric_curves(data.tidy, metric) for metric, _ in metric_rows}
+    fig, axes = new_figure(len(metric_rows) * len(rows), len(robusts))
     for r, (fixed_key, fixed_value, varying_key) in enumerate(rows):
         label_keys = [k for k in data.varied if k not in (ROBUST_KEY, fixed_key)]
         in_row = where(noisy, fixed_key, fixed_value) if fixed_key else noisy
@@ -120,14 +121,14 @@ def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0
         names = short_names([fixed_key, varying_key]) if fixed_key else {}
         row_title = (f"{names[fixed_key]} = {format_value(fixed_value)} fixed, "
                      f"{names[varying_key]} varies" if fixed_key else "")
-        for m, (metric, ylabel) in enumerate(STEP_ROWS):
+        for m, (metric, ylabel) in enumerate(metric_rows):
             for c, robust in enumerate(robusts):
-                ax = axes[len(STEP_ROWS) * r + m, c]
+                ax = axes[len(metric_rows) * r + m, c]
                 configs = where(in_row, ROBUST_KEY, robust)
                 plot_configs(ax, curves[metric], configs, label_keys, colors, statistic=statistic, seed=seed,
                               reference=reference)
                 ax.set_title(f"{_robust_title(robust)}\n{row_title}".strip(), fontsize="medium")
-                steps_axis(ax)
+                steps_axis(ax, data.step_label)
                 ax.set_ylabel(ylabel)
                 if metric == SUCCESS:
                     ax.set_ylim(-0.03, 1.03)

@@ -48,8 +48,6 @@ from analysis.plotting import (
     NOISE_KEYS,
     ROBUST_KEY,
     ROBUST_ORDER,
-    STEP_ROWS,
-    SUCCESS_LABEL,
     TASK_KEY,
     TIME_LABEL,
     band_note,
@@ -57,6 +55,7 @@ from analysis.plotting import (
     label_colors,
     new_figure,
     plot_configs,
+    step_rows,
     steps_axis,
     where,
 )
@@ -84,14 +83,14 @@ def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 
     label_keys = [k for k in data.varied if k != LR_KEY]
     colors = label_colors([config_label(c, label_keys) for _, c in data.configs.iterrows()])
     fig, axes = new_figure(2, len(schedules))
-    for r, (metric, ylabel) in enumerate(STEP_ROWS):
+    for r, (metric, ylabel) in enumerate(step_rows(data)):
         curves = metric_curves(data.tidy, metric)
         for c, schedule in enumerate(schedules):
             ax = axes[r, c]
             configs = where(data.configs, LR_KEY, schedule)
             plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
             ax.set_title(f"LR schedule: {format_value(schedule)}" if schedule is not None else "all runs")
-            steps_axis(ax)
+            steps_axis(ax, data.step_label)
             ax.set_ylabel(ylabel)
             if metric == SUCCESS:
                 ax.set_ylim(-0.03, 1.03)
@@ -113,7 +112,7 @@ def figure_agents_time(data: ExperimentRuns, *, statistic: str = "mean", seed: i
         plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
         ax.set_title(f"LR schedule: {format_value(schedule)}" if schedule is not None else "all runs")
         ax.set_xlabel(TIME_LABEL)
-        ax.set_ylabel(SUCCESS_LABEL)
+        ax.set_ylabel(data.success_label)
         ax.set_ylim(-0.03, 1.03)
     fig.suptitle(f"{data.name}: eval success vs wall-clock time by agent count\n{band_note(statistic)}")
     return fig
@@ -197,15 +196,16 @@ def figure_success(data: ExperimentRuns, *, statistic: str = "mean", seed: int =
     colors = label_colors(list(dict.fromkeys(config_label(c, keys, common) for c in rows)))
     fig = Figure(figsize=(max(6.5, 4.6 * len(tasks)), 8.0 + 0.22 * min(len(colors), MAX_LEGEND)),
                  layout="constrained")
-    axes = fig.subplots(len(STEP_ROWS), len(tasks), squeeze=False)
-    curves = {metric: metric_curves(data.tidy, metric) for metric, _ in STEP_ROWS}
+    metric_rows = step_rows(data)
+    axes = fig.subplots(len(metric_rows), len(tasks), squeeze=False)
+    curves = {metric: metric_curves(data.tidy, metric) for metric, _ in metric_rows}
     for j, task in enumerate(tasks):
         configs = data.configs if task is None else where(data.configs, TASK_KEY, task)
-        for i, (metric, ylabel) in enumerate(STEP_ROWS):
+        for i, (metric, ylabel) in enumerate(metric_rows):
             ax = axes[i, j]
             plot_configs(ax, curves[metric], configs, keys, colors, statistic=statistic, seed=seed,
                           common=common, legend=False)
-            steps_axis(ax)
+            steps_axis(ax, data.step_label)
             ax.set_ylabel(ylabel if j == 0 else "")
             if metric == SUCCESS:
                 ax.set_ylim(-0.03, 1.03)

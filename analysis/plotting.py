@@ -23,11 +23,16 @@ from analysis.selection import ExperimentRuns
 from analysis.stats import curve_band
 
 STEP_LABEL = "env steps (all agents)"
+STEP_LABEL_PER_AGENT = "env steps per agent (each agent ran the budget)"
+STEP_LABEL_MIXED = "env steps on each run's budget clock (all agents' or one agent's)"
 TIME_LABEL = "wall-clock time (s)"
-SUCCESS_LABEL = "eval success rate (greedy, noise-free)"
-EVAL_RETURN_LABEL = "eval return (greedy, noise-free)"
-# The rows of every figure against env steps: eval return above eval success.
-STEP_ROWS = ((EVAL_RETURN, EVAL_RETURN_LABEL), (SUCCESS, SUCCESS_LABEL))
+# Which success a panel shows (the runs' eval.success; runs without it were scored at any step).
+SUCCESS_LABELS = {
+    "last-step": "eval success, last step (the paper's)",
+    "any-step": "eval success, any step (MetaWorld's)",
+}
+SUCCESS_LABEL = SUCCESS_LABELS["last-step"]
+EVAL_RETURN_LABEL = "eval return (full episode, env reward)"
 AUC_LABEL = "success AUC (normalised, 0–1)"
 
 AGENTS_KEYS = ("trainer.num_agents", "learner.lr_schedule")
@@ -188,10 +193,16 @@ def format_steps(value: float, _pos: object = None) -> str:
     return f"{value:g}"
 
 
-def steps_axis(ax: Any) -> None:
+def step_rows(data: ExperimentRuns) -> tuple[tuple[str, str], ...]:
+    """The rows of every figure against env steps: eval return above eval success, with the
+    success convention of the runs on the axis."""
+    return (EVAL_RETURN, EVAL_RETURN_LABEL), (SUCCESS, data.success_label)
+
+
+def steps_axis(ax: Any, label: str = STEP_LABEL) -> None:
     from matplotlib.ticker import FuncFormatter
 
-    ax.set_xlabel(STEP_LABEL)
+    ax.set_xlabel(label)
     ax.xaxis.set_major_formatter(FuncFormatter(format_steps))
 
 

@@ -43,14 +43,17 @@ BOOTSTRAP_RESAMPLES = 10_000
 
 @dataclass(frozen=True)
 class ReportResult:
-    """What `build_report` wrote: the folder, every file, the figures, and the parent run
-    the files were logged to (None when there is none or logging was off or failed)."""
+    """What `build_report` wrote: the folder, every file, the figures, the parent run the files
+    were logged to (None when there is none or logging was off or failed), and the runs and
+    AUCs they show."""
 
     experiment: str
     out_dir: Path
     files: list[Path]
     figures: list[str]
     parent_run_id: str | None
+    data: ExperimentRuns | None = None  # the runs the files were drawn from
+    auc: AucTable | None = None
 
 
 def summary_frame(auc: AucTable) -> pd.DataFrame:
@@ -214,7 +217,7 @@ def build_report(
     files += [summary, report]
     if parent_id is not None and not log_to_parent(client, parent_id, files):
         parent_id = None
-    return ReportResult(experiment, out_dir, files, list(figures), parent_id)
+    return ReportResult(experiment, out_dir, files, list(figures), parent_id, data, auc)
 
 
 def _safe_name(experiment: str) -> str:

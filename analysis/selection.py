@@ -14,7 +14,11 @@ import pandas as pd
 
 from analysis.labels import LABEL_ORDER, common_values, config_label
 from analysis.load import SEED_PARAMS, param_columns, run_table
-from core.config import ConfigError
+from core.config import ConfigError, clock_divisor
+
+SUCCESS_KEY = "eval.success"
+# runs logged before eval.success existed scored success at any step
+SUCCESS_DEFAULT_BEFORE = "any-step"
 
 ALL_PROFILES = "all"
 
@@ -127,6 +131,8 @@ class ExperimentRuns:
         varied: the param keys that differ across the selected runs.
         notes: what `select_profile` and `select_runs` left out, for the report.
         profile: the sweep profile shown (None: no profile tag, or every profile).
+        step_label: what the tidy table's steps count (`on_budget_clock`).
+        success_label: which success convention eval/success_rate holds (`success_convention`).
     """
 
     name: str
@@ -136,6 +142,45 @@ class ExperimentRuns:
     varied: list[str]
     notes: list[str] = field(default_factory=list)
     profile: str | None = None
+    step_label: str = "env steps (all agents)"
+    success_label: str = "eval success, last step (the paper's)"
+
+
+def on_budget_clock(runs: pd.DataFrame, tidy: pd.DataFrame) -> tuple[pd.DataFrame, str, list[str]]:
+    """The tidy table with each run's steps on its budget's clock, what they count, and a note.
+
+    MLflow steps are env steps of all agents. A run with ``trainer.budget = per-agent`` (the
+    DQT code's figure 2: each of n agents runs ``trainer.train_steps``) is drawn, and its AUC
+    taken, over one agent's env steps (step / n), as the paper drew it; its budget
+    (``trainer.train_steps``) counts on that clock too.
+    """
+    from analysis.plotting import STEP_LABEL, STEP_LABEL_MIXED, STEP_LABEL_PER_AGENT
+
+    budget = runs["trainer.budget"].astype(str) if "trainer.budget" in runs.columns else pd.Series(dtype=str)
+    per_agent = int((budget == "per-agent").sum())
+    if not per_agent:
+        return tidy, STEP_LABEL, []
+    divisor = {str(r["run_id"]): clock_divisor(r) for _, r in runs.iterrows()}
+    scale = tidy["run_id"].astype(str).map(divisor).fillna(1).to_numpy(dtype=float)
+    tidy = tidy.assign(step=tidy["step"].to_numpy(dtype=float) / scale)
+    if per_agent == len(runs):
+        return tidy, STEP_LABEL_PER_AGENT, []
+    return tidy, STEP_LABEL_MIXED, [f"{per_agent} of {len(runs)} runs have a per-agent budget: their steps "
+                                    "are one agent's (env steps / num_agents), the others' all agents'"]
+
+
+def success_convention(runs: pd.DataFrame) -> tuple[str, list[str]]:
+    """The axis label of eval/success_rate for these runs, and a note if they mix conventions."""
+    from analysis.plotting import SUCCESS_LABELS
+
+    values = (runs[SUCCESS_KEY].astype(object).where(runs[SUCCESS_KEY].notna(), SUCCESS_DEFAULT_BEFORE)
+              if SUCCESS_KEY in runs.columns else pd.Series([SUCCESS_DEFAULT_BEFORE] * len(runs), dtype=object))
+    found = sorted({str(v) for v in values})
+    if len(found) == 1:
+        return SUCCESS_LABELS.get(found[0], f"eval success ({found[0]})"), []
+    return ("eval success (mixed conventions)",
+            [f"the runs score eval success under different conventions ({', '.join(found)}; `{SUCCESS_KEY}`): "
+             "their curves and AUCs are not comparable"])
 
 
 def prepare(
@@ -151,4 +196,6 @@ def prepare(
     labels = dict(zip(configs["config_hash"], configs["label"], strict=True))
     runs = runs.assign(label=runs["config_hash"].map(labels))
     kept = tidy[tidy["run_id"].isin(set(runs["run_id"]))]
-    return ExperimentRuns(name, kept, runs, configs, varied, notes, profile)
+    kept, step_label, more = on_budget_clock(runs, kept)
+    success_label, also = success_convention(runs)
+    return ExperimentRuns(name, kept, runs, configs, varied, notes + more + also, profile, step_label, success_label)

@@ -43,7 +43,7 @@ def agent_steps_per_s(num_agents: int, store: str, lanes: int, rounds: int, upda
     cfg = RunConfig.from_flat({
         "trainer.task": "door-unlock", "trainer.num_agents": num_agents, "trainer.mode": "async",
         "trainer.envs_per_agent": lanes, "env.episode_length": EPISODE_STEPS, "env.action_repeat": 1, "env.reward_scale": 1.0,
-        "trainer.train_steps": num_agents * lanes * EPISODE_STEPS * rounds, "learner.warmup_steps": 0,
+        "trainer.train_steps": num_agents * lanes * EPISODE_STEPS * rounds, "learner.warmup_decisions": 0,
         "exploration.eps_max": 0.05, "exploration.eps_min": 0.05, "eval.every": 10**9, "eval.episodes": 1,
         # The CPU learner makes ~10 updates/s: a ratio a little above that over the agents' rate
         # keeps it busy the whole window while the updates it owes at the end stay few.

@@ -26,6 +26,7 @@ TARGETS = {  # issue targets on the 2-core build machine
 def main() -> int:
     results: dict[str, float] = {}
     results.update(bench_learner.run("cpu"))
+    results.update(bench_learner.cpu_variants())
     results["trainer_updates_per_s"] = bench_update_path.trainer_updates_per_s("cpu")
     if torch.cuda.is_available():  # these keys also go, with the device name, to reports/bench/gpu.json
         results["learner_updates_per_s_cuda"] = bench_learner.run("cuda")["learner_updates_per_s"]

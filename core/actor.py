@@ -69,12 +69,15 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
     slots = EpisodeSlots(lay, ch.slot_names)
     claimed = np.frombuffer(ch.claimed, dtype=np.int64)
     rng = generator(tr.seed, "explore", agent_id, stream)
-    noise = RewardNoise(cfg.noise, generator(tr.seed, "noise", agent_id, stream))
+    noise = RewardNoise(cfg.noise, generator(tr.seed, "noise", agent_id, stream), cfg.env.reward_scale)
     decay = ex.decay_fraction * tr.train_steps
+    divisor = cfg.clock_divisor
     policy = ExplorationPolicy(
-        decoder, cfg.model.num_bins, lay.action_dims, rng, cfg.learner.warmup_steps,
-        # the run's global env-step clock: steps before a resume + decisions claimed since
-        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay), lambda: ch.steps_before + int(claimed.sum()) * repeat,
+        decoder, cfg.model.num_bins, lay.action_dims, rng, cfg.learner.warmup_decisions * repeat,
+        # the budget's clock (trainer.budget): the run's env steps before a resume + decisions claimed
+        # since, all agents' (total) or one agent's share (per-agent)
+        lambda t: epsilon(t, ex.eps_max, ex.eps_min, decay),
+        lambda: (ch.steps_before + int(claimed.sum()) * repeat) // divisor,
         ex.dim_redraw_prob,
     )
     arrays = [LaneArrays(slots.arrays["obs"][lane], slots.arrays["bins"][lane], slots.arrays["rewards"][lane])
@@ -107,11 +110,14 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
     def episode_done(i: int, slot: int, st: EpisodeStats) -> None:
         rewards = arrays[i].rewards[slot, : st.length]
         rewards[:] = noise(rewards)  # DQT eq. 13/15: training rewards only, evaluation stays clean
-        ch.to_learner.send(EpisodeMsg(agent_id, os.getpid(), lanes[i], slot, st.length, st.terminated, st.true_return,
-                                      st.success, ch.board.pulled_updates, policy.last_epsilon, st.t_start, st.t_end))
+        # the return in env-reward units (the peers' logged return), whatever env.reward_scale
+        ch.to_learner.send(EpisodeMsg(agent_id, os.getpid(), lanes[i], slot, st.length, st.terminated,
+                                      st.true_return / cfg.env.reward_scale, st.success, ch.board.pulled_updates,
+                                      policy.last_epsilon, st.t_start, st.t_end))
 
     try:
-        run_lanes(envs, policy, cfg.model.num_bins, arrays, claim, next_slot, episode_done, time.time)
+        run_lanes(envs, policy, cfg.model.num_bins, arrays, claim, next_slot, episode_done, time.time,
+                  cfg.eval.success)
         if not ch.stop.is_set():
             ch.to_learner.send(AgentDone(agent_id))
     finally:

@@ -34,6 +34,9 @@ MODES = ("sync", "async")
 REPLAY_SAMPLING = ("uniform", "return-weighted")
 HEAD_REDUCTIONS = ("min", "mean")
 DEVICES = ("auto", "cpu", "cuda")
+BUDGETS = ("total", "per-agent")
+GOALS = ("fresh", "mt1")
+SUCCESS_CONVENTIONS = ("last-step", "any-step")
 PRECISIONS = ("fp32", "bf16")
 SEED_KEY = "trainer.seed"  # the one field a configuration's hash leaves out
 
@@ -91,7 +94,10 @@ class LearnerConfig:
     weight_decay: float = doc(1e-6, "Adam weight decay (QT-TDM Table IV).")
     grad_clip: float = doc(20.0, "Max global gradient norm (QT-TDM Table IV).")
     batch_size: int = doc(512, "Transitions per update (QT-TDM Table IV).")
-    batch_per_agent: bool = doc(False, "Use batch_size x num_agents per update, as the paper's code did.")
+    batch_per_agent: bool = doc(False, "Use batch_size x num_agents per update, as the DQT code's server did "
+                                       "(its figure-2 set-up; sweeps/agents.yaml profile paper).")
+    lr_divided_by_agents: bool = doc(False, "Use lr / num_agents as the base LR, as the DQT code's trainer did "
+                                            "(`lr /= num_agents`; its figure-2 set-up).")
     gamma: float = doc(0.98, "Discount between time steps; none between action dims (QT eq. 1).")
     n_step: int = doc(3, "n of the n-step return across time steps (QT 4.3).")
     mc_lower_bound: bool = doc(False, "Targets are max(target, Monte-Carlo return-to-go) (QT 4.3).")
@@ -107,7 +113,9 @@ class LearnerConfig:
                                            "this floor), so zero-return episodes are still drawn (peers: 1e-4).")
     updates_per_step: float = doc(1.0, "Update-to-data ratio: learner updates per decision (env.action_repeat "
                                        "env steps) across agents; 1 = QT-TDM's one update per agent step.")
-    warmup_steps: int = doc(2000, "Env steps (all agents) of uniform random actions before learning.")
+    warmup_decisions: int = doc(2000, "Decisions of uniform random actions before learning, on the budget's clock "
+                                      "(trainer.budget); the peers' seed_steps = 2000 decisions = 4000 env steps "
+                                      "under action repeat 2.")
     debug_nan_at_update: int = doc(0, "Test hook: poison the batch once this many updates are done (0 = never).")
     precision: str = doc("fp32", f"Forward and loss precision, one of {PRECISIONS}: bf16 runs the networks under "
                                  "bf16 autocast; weights, gradients and Adam stay fp32 either way. "
@@ -133,7 +141,7 @@ class LearnerConfig:
         need(self.replay_return_floor > 0 and math.isfinite(self.replay_return_floor), "learner.replay_return_floor",
              "must be > 0")
         need(self.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
-        need(self.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
+        need(self.warmup_decisions >= 0, "learner.warmup_decisions", "must be >= 0")
         need(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
         need(self.debug_nan_at_update >= 0, "learner.debug_nan_at_update", "must be >= 0")
         need(self.precision in PRECISIONS, "learner.precision",
@@ -146,7 +154,8 @@ class ExplorationConfig:
 
     eps_max: float = doc(1.0, "Epsilon at the start of decay (DQT eq. 2).")
     eps_min: float = doc(0.01, "Epsilon floor (DQT eq. 2).")
-    decay_fraction: float = doc(0.3, "T_decay as a fraction of trainer.train_steps (QT-TDM: 30%).")
+    decay_fraction: float = doc(0.5, "T_decay as a fraction of trainer.train_steps (the DQT code: 50%; "
+                                     "QT-TDM: 30%).")
     dim_redraw_prob: float = doc(0.0, "After the epsilon coin, each action dim is independently redrawn "
                                       "uniformly with this probability (the peers' acting: 0.1).")
     greedy_heads: str = doc("min", f"How the greedy policy (acting and evaluation) combines the Q heads, one of "
@@ -173,6 +182,10 @@ class NoiseConfig:
     robust: str = doc("none", f"Estimator over `samples` noisy draws, one of {ROBUST_ESTIMATORS} (DQT eq. 15).")
     samples: int = doc(100, "M: noisy reward draws the robust estimator sees (DQT eq. 14).")
     trim_fraction: float = doc(0.1, "Fraction cut from each tail by the trimmed-mean estimator.")
+    before_reward_scale: bool = doc(True, "Draw the noise (and take the robust estimate) on a decision's unscaled "
+                                          "sum of env rewards, then apply env.reward_scale, as the DQT code did, so "
+                                          "mu and sigma mean the paper's; false adds them to the scaled reward "
+                                          "(twice as strong under the 0.5 scale).")
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
@@ -196,6 +209,9 @@ class EnvConfig:
                                 "(paper protocol, QT-TDM Table I: 2; MetaWorld native: 1).")
     reward_scale: float = doc(0.5, "A decision's reward = reward_scale x the sum of its env rewards (paper "
                                    "protocol: 0.5, the mean of the two; native: 1).")
+    goals: str = doc("fresh", f"One of {GOALS}: fresh = every reset draws a new goal and object position (the "
+                              "peers' _freeze_rand_vec=False); mt1 = the 50 fixed goals of MetaWorld's MT1 "
+                              "benchmark of trainer.seed. toy-reach always draws fresh goals.")
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
@@ -204,6 +220,7 @@ class EnvConfig:
         need(self.episode_length % self.action_repeat == 0, "env.episode_length",
              f"must be a multiple of env.action_repeat ({self.episode_length} vs {self.action_repeat})")
         need(self.reward_scale > 0 and math.isfinite(self.reward_scale), "env.reward_scale", "must be > 0")
+        need(self.goals in GOALS, "env.goals", f"must be one of {', '.join(GOALS)} (got '{self.goals}')")
 
 
 @dataclass
@@ -213,8 +230,12 @@ class TrainerConfig:
     task: str = doc("door-unlock", "MetaWorld v3 task id (with or without -v3 / mw- prefix) or toy-reach.")
     num_agents: int = doc(1, "Agent processes exploring in parallel (DQT n).")
     envs_per_agent: int = doc(1, "Envs each agent steps in lockstep with one batched decode (1 = the paper).")
-    train_steps: int = doc(300_000, "Total env steps across all agents (the x-axis of every figure); a "
-                                    "multiple of env.action_repeat.")
+    train_steps: int = doc(300_000, "The run's budget in env steps, a multiple of env.action_repeat: all agents' "
+                                    "together (budget total), or each agent's (budget per-agent).")
+    budget: str = doc("total", f"One of {BUDGETS}: total = train_steps is shared by all agents (the fair "
+                               "comparison; metrics' x-axis = total env steps); per-agent = each agent runs "
+                               "train_steps, as in the DQT code's figure 2, and warm-up, epsilon, updates and "
+                               "evals count one agent's steps (total env steps / num_agents).")
     mode: str = doc("sync", f"One of {MODES}: sync = paper (weights after each episode); async = never wait.")
     device: str = doc("auto", f"Learner device, one of {DEVICES}; auto picks cuda when present.")
     seed: int = doc(0, "Base seed: picks the MT1 benchmark's 50 goals (shared by every lane and the evaluator) "
@@ -236,6 +257,7 @@ class TrainerConfig:
         need(self.envs_per_agent >= 1, "trainer.envs_per_agent", "must be >= 1")
         need(self.train_steps >= 1, "trainer.train_steps", "must be >= 1")
         need(self.mode in MODES, "trainer.mode", f"must be one of {', '.join(MODES)}")
+        need(self.budget in BUDGETS, "trainer.budget", f"must be one of {', '.join(BUDGETS)} (got '{self.budget}')")
         need(self.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}")
         need(self.torch_threads >= 1, "trainer.torch_threads", "must be >= 1")
         need(self.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0")
@@ -247,13 +269,26 @@ class TrainerConfig:
 class EvalConfig:
     """Greedy, noise-free evaluation."""
 
-    every: int = doc(10_000, "Env steps (all agents) between evaluations.")
+    every: int = doc(10_000, "Env steps between evaluations, on the budget's clock (trainer.budget).")
     episodes: int = doc(10, "Greedy, noise-free episodes per evaluation.")
+    success: str = doc("last-step", f"Which success eval/success_rate (AUC, figures, searches) reports, one of "
+                                    f"{SUCCESS_CONVENTIONS}: last-step = info['success'] at the episode's last env "
+                                    "step (the DQT and QT-TDM code); any-step = at any step (MetaWorld's "
+                                    "evaluation.py). Both are always logged as eval/success_last_step and "
+                                    "eval/success_any_step.")
+    stop_on_success: bool = doc(False, "End each eval episode at its first success (MetaWorld's evaluation.py); "
+                                       "false runs it to the time limit, as the peers did, so eval/return is "
+                                       "the full episode's.")
+    dim_redraw_prob: float = doc(0.0, "Each greedy action dim redrawn uniformly with this probability during "
+                                      "evaluation (the peers' eval kept their acting's 0.1; 0 = greedy).")
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
         need(self.every >= 1, "eval.every", "must be >= 1")
         need(self.episodes >= 1, "eval.episodes", "must be >= 1")
+        need(self.success in SUCCESS_CONVENTIONS, "eval.success",
+             f"must be one of {', '.join(SUCCESS_CONVENTIONS)} (got '{self.success}')")
+        need(0.0 <= self.dim_redraw_prob <= 1.0, "eval.dim_redraw_prob", "must be in [0, 1]")
 
 
 SECTIONS: dict[str, type] = {
@@ -341,9 +376,21 @@ class RunConfig:
         need(tr.train_steps % en.action_repeat == 0, "trainer.train_steps",
              f"must be a multiple of env.action_repeat ({tr.train_steps} vs {en.action_repeat}): a decision "
              "always costs action_repeat env steps")
-        need(tr.train_steps > self.learner.warmup_steps, "trainer.train_steps",
-             f"must exceed learner.warmup_steps ({tr.train_steps} <= {self.learner.warmup_steps}): "
-             "the run would never learn")
+        warmup = self.learner.warmup_decisions * en.action_repeat
+        need(tr.train_steps > warmup, "trainer.train_steps",
+             f"must exceed the warm-up (learner.warmup_decisions {self.learner.warmup_decisions} x "
+             f"env.action_repeat {en.action_repeat} = {warmup} env steps): the run would never learn")
+
+    # ---- the budget's clock -----------------------------------------------------------
+    @property
+    def clock_divisor(self) -> int:
+        """Total env steps per step of the budget's clock: num_agents under budget per-agent, else 1."""
+        return clock_divisor(self.to_flat())
+
+    @property
+    def total_env_steps(self) -> int:
+        """Env steps of all agents over the whole run (the x-axis of its metrics ends here)."""
+        return self.trainer.train_steps * self.clock_divisor
 
 
 def config_hash(flat: Mapping[str, Any]) -> str:
@@ -351,6 +398,14 @@ def config_hash(flat: Mapping[str, Any]) -> str:
     its `SEED_KEY`; the one definition behind `RunConfig.config_hash` and the analysis."""
     blob = json.dumps({k: v for k, v in flat.items() if k != SEED_KEY}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def clock_divisor(flat: Mapping[str, Any]) -> int:
+    """Total env steps per step of the budget's clock, for a flat config or a run's MLflow params
+    (strings; runs logged before `trainer.budget` existed shared one total budget)."""
+    if str(flat.get("trainer.budget", "total")) != "per-agent":
+        return 1
+    return int(float(flat.get("trainer.num_agents", 1)))
 
 
 def flatten(nested: dict[str, Any], where: str = "") -> dict[str, Any]:

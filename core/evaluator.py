@@ -1,7 +1,9 @@
 """The evaluation process: greedy, noise-free episodes on separate envs (docs/ARCHITECTURE.md).
 
 The learner sends a weight snapshot with the env step it belongs to; evaluating in a
-process of its own keeps the learner training while MetaWorld episodes roll.
+process of its own keeps the learner training while MetaWorld episodes roll. Episodes run
+to the time limit (``eval.stop_on_success`` off) and are scored under both success
+conventions (`core.envs.evaluation`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from core.envs import make_run_env, run_eval_episodes
 from core.messages import EvalRequest, EvalResult
 from core.model import QTransformer
 from core.procutil import become_child_of_run, exit_now, parent_alive
+from core.seeding import generator
 from core.transport import load_flat
 
 EVAL_SEED_OFFSET = 999
@@ -32,10 +35,15 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
     env = make_run_env(cfg, seed=tr.seed + EVAL_SEED_OFFSET, evaluation=True)
     model = QTransformer(obs_dim, action_dims, cfg.model).eval()
     decoder = GreedyDecoder(model, cfg.exploration.greedy_heads)
-    k = cfg.model.num_bins
+    k, redraw = cfg.model.num_bins, cfg.eval.dim_redraw_prob
+    rng = generator(tr.seed, "eval")
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        return to_continuous(decoder(obs[None])[0].numpy(), k)
+        bins = decoder(obs[None])[0].numpy()
+        if redraw > 0:  # the peers' evaluation kept their acting's per-dim redraws
+            mask = rng.random(bins.shape) < redraw
+            bins[mask] = rng.integers(0, k, size=int(mask.sum()))
+        return to_continuous(bins, k)
 
     while True:
         try:
@@ -48,5 +56,6 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
             exit_now(0)
         load_flat(model, torch.from_numpy(np.asarray(req.weights, dtype=np.float32)))
         decoder.refresh()
-        out = run_eval_episodes(env, policy, cfg.eval.episodes)
-        results.put(EvalResult(req.env_steps, float(out["success_rate"]), float(out["return"])))
+        out = run_eval_episodes(env, policy, cfg.eval.episodes, cfg.eval.stop_on_success, cfg.eval.success)
+        results.put(EvalResult(req.env_steps, out["success_rate"], out["success_last_step"], out["success_any_step"],
+                               out["return"], out["length"] * cfg.env.action_repeat))

@@ -130,7 +130,9 @@ class Learner:
         self.target.requires_grad_(False)
         self.target.eval()  # deterministic targets: no dropout in the target network
         self._params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = _adam(self._params, self.lcfg.lr, self.lcfg.adam_eps, self.lcfg.weight_decay,
+        # the DQT code's trainer divided the base LR by the agent count (its figure-2 set-up)
+        self.base_lr = self.lcfg.lr / (self.num_agents if self.lcfg.lr_divided_by_agents else 1)
+        self.optimizer = _adam(self._params, self.base_lr, self.lcfg.adam_eps, self.lcfg.weight_decay,
                                capturable=self.graphs)
         self.fused = bool(self.optimizer.defaults.get("fused"))
         schedule, T, n = self.lcfg.lr_schedule, self.total_updates, self.num_agents
@@ -201,7 +203,7 @@ class Learner:
 
     def lr(self) -> float:
         """The learning rate of the next update (host arithmetic, mirrors the scheduler)."""
-        return self.lcfg.lr * self._multiplier(self.scheduler.last_epoch)
+        return self.base_lr * self._multiplier(self.scheduler.last_epoch)
 
     def update(self, batch: Batch) -> None:
         """One gradient step on `batch`, queued on the device without waiting for it.

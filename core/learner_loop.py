@@ -45,8 +45,12 @@ class LearnerLoop:
         self.n_lanes = tr.num_agents * tr.envs_per_agent
         self.batch_size = lc.batch_size * (self.n_agents if lc.batch_per_agent else 1)
         self.repeat = cfg.env.action_repeat  # env steps per decision
-        self.total_updates = max(1, math.ceil(lc.updates_per_step * max(tr.train_steps - lc.warmup_steps, 1)
-                                              / self.repeat))
+        # The budget's clock (trainer.budget): warm-up, updates and evals count decisions of all agents
+        # (total), or of one agent (per-agent: the DQT code's lockstep agents, total / num_agents).
+        self.divisor = cfg.clock_divisor
+        self.total_steps = cfg.total_env_steps
+        self.total_updates = max(1, math.ceil(lc.updates_per_step
+                                              * max(tr.train_steps // self.repeat - lc.warmup_decisions, 1)))
         if device.type == "cpu":  # leave a core to each agent
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - self.n_agents))
         torch.manual_seed(torch_seed(tr.seed))
@@ -59,7 +63,7 @@ class LearnerLoop:
             self.learner.load_state_dict(checkpoint["learner"])
             self.env_steps, self.episodes = int(checkpoint["env_steps"]), int(checkpoint["episodes"])
             self.resumes = int(checkpoint.get("resumes", 0)) + 1
-        self.replay = ReplayBuffer(min(lc.replay_capacity, tr.train_steps // self.repeat), spec.obs_dim,
+        self.replay = ReplayBuffer(min(lc.replay_capacity, self.total_steps // self.repeat), spec.obs_dim,
                                    spec.action_dims, lc.gamma, lc.n_step, lc.replay_sampling, lc.replay_return_floor,
                                    device=device)
         self.rng = generator(tr.seed, "replay")
@@ -68,9 +72,9 @@ class LearnerLoop:
             self.rng.bit_generator.state = checkpoint["replay_rng"]
         self.steps_before = self.env_steps  # the global env-step clock of epsilon and warm-up goes on from here
         # Each lane gets a fixed share of the remaining decisions: no shared counter to lock.
-        quota = split_budget((tr.train_steps - self.env_steps) // self.repeat, self.n_lanes)
+        quota = split_budget((self.total_steps - self.env_steps) // self.repeat, self.n_lanes)
         self.pool = AgentPool(cfg, spec, tracker, quota, self.steps_before, self.resumes)
-        self.progress = Progress(tr.train_steps, enabled=progress)
+        self.progress = Progress(self.total_steps, enabled=progress)
         self.ckpt_dir = Path(tempfile.mkdtemp(prefix="dqt-ckpt-"))
         self.ckpt_mark = self.env_steps // tr.checkpoint_every if tr.checkpoint_every else 0
         self.last_eval_step = -1
@@ -156,7 +160,9 @@ class LearnerLoop:
 
     def updates_owed(self) -> int:
         lc = self.cfg.learner
-        target = math.floor(lc.updates_per_step * max(0, self.env_steps - lc.warmup_steps) / self.repeat)
+        per_decision = self.repeat * self.divisor  # total env steps per decision of the budget's clock
+        target = math.floor(lc.updates_per_step * max(0, self.env_steps - lc.warmup_decisions * per_decision)
+                            / per_decision)
         return max(0, min(target, self.total_updates) - self.learner.updates) if len(self.replay) else 0
 
     def train_updates(self, n: int) -> None:
@@ -181,7 +187,7 @@ class LearnerLoop:
             self.pool.eval_requests.put(EvalRequest(self.env_steps, flat))
             self.pending_evals.add(self.env_steps)
             self.last_eval_step = self.env_steps
-            every = self.cfg.eval.every
+            every = self.cfg.eval.every * self.divisor  # eval.every counts the budget's clock
             self.next_eval = (self.env_steps // every + 1) * every
 
     def collect_evals(self, block: bool) -> None:
@@ -196,7 +202,10 @@ class LearnerLoop:
                 continue
             self.pending_evals.discard(res.env_steps)
             self.last_success = res.success_rate
-            self.tracker.log_metrics({"eval/success_rate": res.success_rate, "eval/return": res.ret},
+            self.tracker.log_metrics({"eval/success_rate": res.success_rate,
+                                      "eval/success_last_step": res.success_last_step,
+                                      "eval/success_any_step": res.success_any_step,
+                                      "eval/return": res.ret, "eval/episode_length": res.length},
                                      step=res.env_steps)
 
     # ---- logging and ending -------------------------------------------------------------
@@ -204,7 +213,7 @@ class LearnerLoop:
         # One point per step keeps histories clean: a tick logs only when new steps arrived, and
         # the budget's last step is left to the final point, which comes after every update.
         if not final and (self.env_steps == self.window.steps_last
-                          or self.env_steps >= self.cfg.trainer.train_steps):
+                          or self.env_steps >= self.total_steps):
             return
         now = time.monotonic()
         metrics = self.window.flush(now, self.env_steps, self.learner.updates)

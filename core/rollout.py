@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.bins import to_continuous
-from core.envs import episode_success
+from core.envs import episode_successes, step_success
 
 
 @dataclass
@@ -25,28 +25,29 @@ class EpisodeStats:
     length: int
     terminated: bool
     true_return: float  # undiscounted and noise-free: what the agent really earned
-    success: bool  # MetaWorld's evaluation convention (core.envs.episode_success)
+    success: bool  # under the run's eval.success convention (core.envs.episode_successes)
     budget_hit: bool  # the run's env-step budget ran out during this episode
     t_start: float = 0.0
     t_end: float = 0.0
 
 
 class ExplorationPolicy:
-    """Uniform random bins before `warmup_steps`, then epsilon-greedy over the greedy decode,
+    """Uniform random bins before `warmup_env_steps`, then epsilon-greedy over the greedy decode,
     then (optionally) each dim redrawn with probability `dim_redraw_prob` (the peers' acting).
 
-    `global_steps()` counts env steps of all agents, the clock of DQT eq. 2 and of the warm-up.
+    `global_steps()` counts env steps on the budget's clock (all agents', or one agent's under a
+    per-agent budget): the clock of DQT eq. 2 and of the warm-up.
     """
 
     def __init__(self, decoder, num_bins: int, action_dims: int, rng: np.random.Generator,
-                 warmup_steps: int, eps_fn: Callable[[int], float], global_steps: Callable[[], int],
+                 warmup_env_steps: int, eps_fn: Callable[[int], float], global_steps: Callable[[], int],
                  dim_redraw_prob: float = 0.0):
         self.decoder = decoder
         self.dim_redraw_prob = dim_redraw_prob
         self.num_bins = num_bins
         self.action_dims = action_dims
         self.rng = rng
-        self.warmup_steps = warmup_steps
+        self.warmup_env_steps = warmup_env_steps
         self.eps_fn = eps_fn
         self.global_steps = global_steps
         self.last_epsilon = 1.0
@@ -54,7 +55,7 @@ class ExplorationPolicy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Bins [E, N] for observations [E, obs_dim]."""
         t = self.global_steps()
-        self.last_epsilon = 1.0 if t < self.warmup_steps else self.eps_fn(t)
+        self.last_epsilon = 1.0 if t < self.warmup_env_steps else self.eps_fn(t)
         e = obs.shape[0]
         bins = self.rng.integers(0, self.num_bins, size=(e, self.action_dims))
         # Drawing the coins first skips decoding random rows; same law as DQT eq. 1.
@@ -86,6 +87,7 @@ def run_lanes(
     next_slot: Callable[[int], int | None],
     episode_done: Callable[[int, int, EpisodeStats], None],
     clock: Callable[[], float],
+    success: str = "last-step",
 ) -> None:
     """Step every lane until each has hit the budget or been refused a slot.
 
@@ -93,7 +95,8 @@ def run_lanes(
     `next_slot(lane)` hands out a free slot for the lane's next episode (None: stop the lane);
     `episode_done(lane, slot, stats)` receives every episode with at least one step, then
     owns the slot. A lane whose episode is cut by the budget or by its slot's length counts
-    as truncated (its last state stays bootstrappable).
+    as truncated (its last state stays bootstrappable). `success` names the convention of
+    `EpisodeStats.success` (``last-step`` or ``any-step``).
     """
     n = len(envs)
     max_len = arrays[0].bins.shape[1]
@@ -102,16 +105,17 @@ def run_lanes(
     t = [0] * n
     ret = [0.0] * n
     successes: list[list[float]] = [[] for _ in range(n)]
+    last_success = [0.0] * n
     started = [0.0] * n
 
     def begin(i: int) -> None:
         obs[i], _ = envs[i].reset()
         arrays[i].obs[slot[i], 0] = obs[i]
-        t[i], ret[i], successes[i], started[i] = 0, 0.0, [], clock()
+        t[i], ret[i], successes[i], last_success[i], started[i] = 0, 0.0, [], 0.0, clock()
 
     def end(i: int, terminated: bool, budget_hit: bool) -> None:
-        stats = EpisodeStats(t[i], terminated, ret[i], episode_success(successes[i]) if successes[i] else False,
-                             budget_hit, started[i], clock())
+        ok = episode_successes(successes[i], last_success[i])[success]
+        stats = EpisodeStats(t[i], terminated, ret[i], ok, budget_hit, started[i], clock())
         if t[i] > 0:
             episode_done(i, slot[i], stats)
         slot[i] = None if budget_hit else next_slot(i)
@@ -138,7 +142,8 @@ def run_lanes(
             arrays[i].obs[s, k + 1] = o
             obs[i] = o
             ret[i] += float(reward)
-            successes[i].append(float(info.get("success", 0.0)))
+            any_flag, last_success[i] = step_success(info)
+            successes[i].append(any_flag)
             t[i] = k + 1
             if terminated or truncated or t[i] >= max_len:
                 end(i, bool(terminated), budget_hit=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PURPOSES = {"replay": 0, "explore": 1, "noise": 2, "torch": 3}
+PURPOSES = {"replay": 0, "explore": 1, "noise": 2, "torch": 3, "eval": 4}
 
 
 def stream(seed: int, purpose: str, *ids: int) -> np.random.SeedSequence:

@@ -56,7 +56,7 @@ def config_aucs(store: Store, points: Sequence[Point], keys: list[str],
                 metric: str = SUCCESS) -> dict[str, tuple[str, float]]:
     """Configuration name -> (config_hash, AUC) for every configuration of `points` whose
     seeds all FINISHED with `metric` logged; the AUC is the mean over its seeds of
-    `success_auc` over each run's budget (``trainer.train_steps``)."""
+    `success_auc` over each run's budget (all its env steps, ``trainer.train_steps`` x the agents under a per-agent budget)."""
     stored = store.runs()
     groups: dict[str, list[Point]] = {}
     for point in points:
@@ -69,7 +69,7 @@ def config_aucs(store: Store, points: Sequence[Point], keys: list[str],
             history = store.metric_history(run_id, metric) if run_id else []
             if not history:
                 break
-            aucs.append(success_auc(history, point.config.trainer.train_steps))
+            aucs.append(success_auc(history, point.config.total_env_steps))
         else:
             out[config_name(seeds[0], keys) or config_hash] = (config_hash, sum(aucs) / len(aucs))
     return out
@@ -92,7 +92,7 @@ class SweepParent:
                 f"{self.spec.label} {'sweep' if self.mode == 'grid' else self.mode}",
                 tags={"dqt.role": "parent", "sweep": self.spec.name, "profile": self.spec.profile or "",
                       "dqt.mode": self.mode, **parent_tags(self.owner), "dqt.spec": self.spec.path,
-                      **self.extra_tags},
+                      "mlflow.note.content": self.spec.description.strip(), **self.extra_tags},
                 params=self.params)
         return self.run_id
 

@@ -185,7 +185,7 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
                 _tell(state.trial, None)
                 return
             state.run_ids[point.seed] = run_id
-            aucs.append(success_auc(history, point.config.trainer.train_steps))
+            aucs.append(success_auc(history, point.config.total_env_steps))
         state.trial.set_user_attr("run_ids", [state.run_ids[p.seed] for p in state.points])
         state.trial.set_user_attr("aucs", aucs)
         value = sum(aucs) / len(aucs)

@@ -91,7 +91,7 @@ class Spec:
     Attributes:
         path: The file, as given (error messages quote it).
         name: MLflow experiment and sweep tag.
-        description: Free text.
+        description: Free text: the spec's, then the applied profile's (what it runs and why).
         profile: The applied profile, or None when the spec has no profiles.
         profiles: Every profile the file defines.
         base: Flat ``{"section.field": value}`` config shared by all points.
@@ -173,7 +173,10 @@ def _resolve(data: dict[str, Any], profiles: dict[str, Any], profile: str | None
     `scoped` (a profile other than the one run) prefixes every part that does not already
     name the profile with ``profiles.NAME: ``, so each message says which profile is broken.
     """
-    merged, origin = _apply_profile(data, profiles.get(profile) if profile else None, profile)
+    chosen = profiles.get(profile) if profile else None
+    merged, origin = _apply_profile(data, chosen, profile)
+    if isinstance(chosen, dict) and chosen.get("description"):
+        description = f"{description}\n\nProfile {profile}: {_string(chosen['description'], path, f'profiles.{profile}.description')}"
     if scoped:
         tag = f"profiles.{profile}"
         origin = {part: label if tag in label else f"{tag}: {label}" for part, label in origin.items()}

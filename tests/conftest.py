@@ -18,7 +18,7 @@ TINY_TOY = [
     "--task", "toy-reach", "--train-steps", "600", "--eval-every", "300", "--eval-episodes", "2",
     "--set", "env.episode_length=60",
     "--set", "model.embed_dim=32", "--set", "model.num_heads=2", "--set", "model.num_layers=1",
-    "--set", "model.num_bins=11", "--set", "learner.batch_size=32", "--set", "learner.warmup_steps=100",
+    "--set", "model.num_bins=11", "--set", "learner.batch_size=32", "--set", "learner.warmup_decisions=50",
     "--set", "learner.updates_per_step=0.25",
 ]
 

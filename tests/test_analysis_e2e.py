@@ -41,7 +41,7 @@ base:
   trainer: {{task: toy-reach, train_steps: {TRAIN_STEPS}}}
   eval: {{every: {EVAL_EVERY}, episodes: 2}}
   model: {{embed_dim: 32, num_heads: 2, num_layers: 1, num_bins: 11}}
-  learner: {{batch_size: 32, warmup_steps: 100, updates_per_step: 0.25}}
+  learner: {{batch_size: 32, warmup_decisions: 50, updates_per_step: 0.25}}
 grids:
   - noise.mean: [0]
     noise.std: [{STDS[0]}]

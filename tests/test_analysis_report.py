@@ -42,7 +42,8 @@ from core.config import ConfigError, config_hash
 TOTAL = 100_000
 EVAL_STEPS = np.arange(0, TOTAL + 1, 10_000)
 BASE = {"trainer.train_steps": TOTAL, "trainer.task": "door-unlock", "trainer.num_agents": 1,
-        "learner.lr_schedule": "linear", "noise.mean": 0.0, "noise.std": 0.0, "noise.robust": "none"}
+        "learner.lr_schedule": "linear", "noise.mean": 0.0, "noise.std": 0.0, "noise.robust": "none",
+        "eval.success": "last-step"}
 
 
 def success_curve(skill: float, seed: int, steps: np.ndarray) -> np.ndarray:

@@ -78,3 +78,40 @@ def test_short_names_use_the_papers_symbols_else_the_unique_last_part():
     names = short_names(["noise.std", "trainer.num_agents", "learner.lr", "model.dropout", "env.dropout"])
     assert names == {"noise.std": "σ", "trainer.num_agents": "agents", "learner.lr": "lr",
                      "model.dropout": "model.dropout", "env.dropout": "env.dropout"}
+
+
+def test_per_agent_runs_are_drawn_and_scored_on_one_agents_steps():
+    """The paper's figure 2: n agents each ran train_steps; MLflow steps count all agents, the
+    analysis counts one agent's (step / n), so the budget and the x-axis are the paper's."""
+    from analysis.auc import run_budgets
+    from analysis.plotting import STEP_LABEL, STEP_LABEL_MIXED, STEP_LABEL_PER_AGENT
+    from analysis.selection import on_budget_clock
+
+    runs = runs_frame([("a", "FINISHED", 1, "h1", 0, 0.0, 0, 1), ("b", "FINISHED", 2, "h2", 0, 0.0, 0, 4)])
+    runs = runs.assign(**{"trainer.budget": "per-agent", "trainer.train_steps": 1000})
+    tidy = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "metric": "eval/success_rate",
+                         "step": [0, 1000, 0, 4000], "value": [0.0, 1.0, 0.0, 1.0]})
+    clocked, label, notes = on_budget_clock(runs, tidy)
+    assert label == STEP_LABEL_PER_AGENT and notes == []
+    assert clocked["step"].tolist() == [0, 1000, 0, 1000]
+    budgets, _ = run_budgets(runs, {})
+    assert budgets == {"a": 1000.0, "b": 1000.0}  # one budget: the AUCs share a table
+    total = runs.assign(**{"trainer.budget": "total"})
+    assert on_budget_clock(total, tidy)[0]["step"].tolist() == [0, 1000, 0, 4000]
+    assert on_budget_clock(total, tidy)[1] == STEP_LABEL
+    assert on_budget_clock(runs.drop(columns="trainer.budget"), tidy)[1] == STEP_LABEL  # older runs
+    mixed = runs.assign(**{"trainer.budget": ["per-agent", "total"]})
+    clocked, label, notes = on_budget_clock(mixed, tidy)
+    assert label == STEP_LABEL_MIXED and clocked["step"].tolist() == [0, 1000, 0, 4000] and "1 of 2" in notes[0]
+
+
+def test_the_success_axis_names_the_runs_convention():
+    from analysis.plotting import SUCCESS_LABELS
+    from analysis.selection import success_convention
+
+    runs = runs_frame([("a", "FINISHED", 1, "h1", 0, 0.0, 0, 1), ("b", "FINISHED", 2, "h2", 0, 0.0, 0, 4)])
+    assert success_convention(runs.assign(**{"eval.success": "last-step"})) == (SUCCESS_LABELS["last-step"], [])
+    # runs from before eval.success existed were scored at any step
+    assert success_convention(runs) == (SUCCESS_LABELS["any-step"], [])
+    label, notes = success_convention(runs.assign(**{"eval.success": ["last-step", None]}))
+    assert label == "eval success (mixed conventions)" and "any-step, last-step" in notes[0]

@@ -69,9 +69,14 @@ def test_values_are_coerced_and_checked():
     ({"trainer.mode": "lockstep"}, "trainer.mode must be one of sync, async"),
     ({"model.num_heads": 0}, "model.num_heads must be >= 1"),
     ({"learner.precision": "fp16"}, "learner.precision must be one of fp32, bf16 (got 'fp16')"),
-    ({"trainer.train_steps": 1001, "learner.warmup_steps": 0}, "trainer.train_steps must be a multiple of "
+    ({"trainer.train_steps": 1001, "learner.warmup_decisions": 0}, "trainer.train_steps must be a multiple of "
                                                                 "env.action_repeat (1001 vs 2)"),
-    ({"trainer.train_steps": 100}, "trainer.train_steps must exceed learner.warmup_steps (100 <= 2000)"),
+    ({"trainer.train_steps": 100}, "trainer.train_steps must exceed the warm-up (learner.warmup_decisions 2000 x "
+                                   "env.action_repeat 2 = 4000 env steps)"),
+    ({"trainer.budget": "each"}, "trainer.budget must be one of total, per-agent (got 'each')"),
+    ({"env.goals": "fixed"}, "env.goals must be one of fresh, mt1 (got 'fixed')"),
+    ({"eval.success": "final"}, "eval.success must be one of last-step, any-step (got 'final')"),
+    ({"eval.dim_redraw_prob": 1.5}, "eval.dim_redraw_prob must be in [0, 1]"),
 ])
 def test_bad_values_name_the_key(flat, message):
     with pytest.raises(ConfigError) as err:

@@ -187,7 +187,7 @@ def test_episode_success_follows_metaworld_evaluation(flags, expected):
 
 def test_run_eval_episodes_stops_at_first_success_like_metaworld():
     env = make_env("toy-reach", seed=0)
-    stopped = run_eval_episodes(env, move_to_goal_policy, episodes=10)
+    stopped = run_eval_episodes(env, move_to_goal_policy, episodes=10, stop_on_success=True)
     full = run_eval_episodes(
         make_env("toy-reach", seed=0), move_to_goal_policy, episodes=10, stop_on_success=False
     )
@@ -272,7 +272,8 @@ def test_run_eval_episodes_matches_metaworld_evaluation():
         def reset(self, mask):
             pass
 
-    ours = run_eval_episodes(make_env("door-unlock", seed=0, episode_length=50), noisy_expert(), 8)
+    ours = run_eval_episodes(make_env("door-unlock", seed=0, episode_length=50), noisy_expert(), 8,
+                             stop_on_success=True, success="any-step")
     vec = gym.vector.SyncVectorEnv(
         [lambda: make_env("door-unlock", seed=0, episode_length=50).env],  # float64 obs, else equal
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,

@@ -18,7 +18,7 @@ EPISODE = EpisodeMsg(agent=1, pid=4242, lane=3, slot=2, length=30, terminated=Fa
                      weights_updates=7, epsilon=0.1, t_start=10.0, t_end=11.0)
 
 
-@pytest.mark.parametrize("msg", [EPISODE, AgentDone(1), SlotFree(3, 2), EvalResult(540, 0.5, 12.0)])
+@pytest.mark.parametrize("msg", [EPISODE, AgentDone(1), SlotFree(3, 2), EvalResult(540, 0.5, 0.5, 0.7, 12.0, 200.0)])
 def test_messages_survive_pickling_small_and_immutable(msg):
     back = pickle.loads(pickle.dumps(msg))
     assert back == msg and type(back) is type(msg)

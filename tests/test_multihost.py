@@ -34,7 +34,7 @@ name: {EXPERIMENT}
 base:
   trainer: {{task: toy-reach, train_steps: 1000, checkpoint_every: 200}}
   env: {{episode_length: 40}}
-  learner: {{batch_size: 32, warmup_steps: 100, updates_per_step: 0.25, replay_capacity: 5000}}
+  learner: {{batch_size: 32, warmup_decisions: 50, updates_per_step: 0.25, replay_capacity: 5000}}
   model: {{embed_dim: 32, num_layers: 1, num_heads: 2, num_bins: 11}}
   eval: {{every: 800, episodes: 2}}
 grid:

@@ -12,7 +12,7 @@ from sweeps.spec import load_spec
 
 SPEC = """\
 name: demo
-base: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_steps: 100}}
+base: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_decisions: 50}}
 grid: {noise.std: [0, 1], noise.robust: [none, median]}
 seeds: 2
 """

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 TINY = """\
   trainer: {task: toy-reach, train_steps: 300, checkpoint_every: 100}
-  learner: {batch_size: 32, warmup_steps: 50, updates_per_step: 0.25, replay_capacity: 5000}
+  learner: {batch_size: 32, warmup_decisions: 25, updates_per_step: 0.25, replay_capacity: 5000}
   model: {embed_dim: 32, num_layers: 1, num_heads: 2, num_bins: 16}
   eval: {every: 100, episodes: 2}
 """

@@ -67,7 +67,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 OVERLAP = """\
 name: overlap
-base: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_steps: 100}}
+base: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_decisions: 50}}
 grids:
   - {noise.mean: [0], noise.std: [1, 5]}
   - {noise.std: [1], noise.mean: [0, 10]}   # (0, 1) again, keys in the other order

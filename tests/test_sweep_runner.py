@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_spec(tmp_path: Path, means: list[float], seeds: int = 1) -> Path:
     path = tmp_path / "demo.yaml"
-    path.write_text(f"name: demo\nbase: {{trainer: {{task: toy-reach, train_steps: 300}}, learner: {{warmup_steps: 100}}, eval: {{every: 100}}}}\n"
+    path.write_text(f"name: demo\nbase: {{trainer: {{task: toy-reach, train_steps: 300}}, learner: {{warmup_decisions: 50}}, eval: {{every: 100}}}}\n"
                     f"grid: {{noise.mean: {means}}}\nseeds: {seeds}\nprofiles: {{quick: {{}}, paper: {{}}}}\n")
     return path
 

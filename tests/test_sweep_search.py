@@ -65,7 +65,7 @@ def test_suggest_follows_the_config_field_types(tmp_path):
 
 def make_spec(tmp_path: Path, space: str, n_trials: int) -> Path:
     path = tmp_path / "search.yaml"
-    path.write_text("name: demo\nbase: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_steps: 100}, eval: {every: 100}}\n"
+    path.write_text("name: demo\nbase: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_decisions: 50}, eval: {every: 100}}\n"
                     f"seeds: 1\nsearch:\n  n_trials: {n_trials}\n  sampler_seed: 0\n  space:\n    {space}\n"
                     "profiles: {quick: {}}\n")
     return path

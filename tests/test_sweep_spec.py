@@ -14,7 +14,7 @@ GOOD = """\
 name: demo
 base:
   trainer: {task: toy-reach, train_steps: 300}
-  learner: {warmup_steps: 100}
+  learner: {warmup_decisions: 50}
 grid:
   noise.std: [0, 1]
 seeds: 2
@@ -156,27 +156,27 @@ BROKEN_MORE = [
     ("duplicate field in a section", GOOD.replace("{task: toy-reach, train_steps: 300}",
                                                   "{task: toy-reach, train_steps: 300, task: reach}"), None,
      ["line 3", "duplicate key 'task'"]),
-    ("field given as section and dotted key", GOOD.replace("  learner: {warmup_steps: 100}\n",
-                                                           "  learner: {warmup_steps: 100}\n  learner.warmup_steps: 50\n"),
-     None, ["base", "learner.warmup_steps", "twice"]),
+    ("field given as section and dotted key", GOOD.replace("  learner: {warmup_decisions: 50}\n",
+                                                           "  learner: {warmup_decisions: 50}\n  learner.warmup_decisions: 25\n"),
+     None, ["base", "learner.warmup_decisions", "twice"]),
     ("impossible value in a profile not run", GOOD.replace("{train_steps: 600}}", "{train_steps: 600}, noise: {std: -5}}"),
      "quick", ["profiles.paper", "noise.std", ">= 0"]),
     ("impossible grid value in a profile not run",
      GOOD.replace("paper: {base", "paper: {grids: [{noise.mean: [0]}, {noise.std: [1, -5]}], base"), "quick",
      ["profiles.paper.grids[1]: noise.std", ">= 0"]),
     ("spec grid impossible only under a profile not run",
-     GOOD.replace("noise.std: [0, 1]", "learner.warmup_steps: [100, 400]").replace("train_steps: 300}", "train_steps: 500}")
+     GOOD.replace("noise.std: [0, 1]", "learner.warmup_decisions: [50, 200]").replace("train_steps: 300}", "train_steps: 500}")
      .replace("{train_steps: 600}", "{train_steps: 300}"),
-     "quick", ["profiles.paper: grid: ", "learner.warmup_steps"]),
+     "quick", ["profiles.paper: grid: ", "learner.warmup_decisions"]),
     ("impossible value in the default profile's sibling", GOOD.replace("quick: {seeds: 1}", "quick: {seeds: 0}"),
      "paper", ["profiles.quick.seeds", ">= 1"]),
     ("grids error names the index", GOOD.replace("grid:\n  noise.std: [0, 1]", "grids: [{noise.std: [0]}, {noise.std: [1, -5]}]"),
      None, ["grids[1]: noise.std must be >= 0"]),
     ("grids combination names the index",
      GOOD.replace("grid:\n  noise.std: [0, 1]",
-                  "grids: [{noise.std: [0]}, {trainer.train_steps: [300, 90], learner.warmup_steps: [80, 100]}]")
-     .replace("{warmup_steps: 100}", "{warmup_steps: 50}"),
-     None, ["grids[1]: point {trainer.train_steps=90, learner.warmup_steps=100}", "trainer.train_steps"]),
+                  "grids: [{noise.std: [0]}, {trainer.train_steps: [300, 90], learner.warmup_decisions: [40, 50]}]")
+     .replace("{warmup_decisions: 50}", "{warmup_decisions: 25}"),
+     None, ["grids[1]: point {trainer.train_steps=90, learner.warmup_decisions=50}", "trainer.train_steps"]),
 ]
 
 
@@ -190,12 +190,12 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path):
         name: demo
         base:
           trainer: {task: toy-reach, train_steps: 300}
-          learner: &learner {warmup_steps: 100, batch_size: 32}
+          learner: &learner {warmup_decisions: 50, batch_size: 32}
         profiles:
           quick: {base: {learner: {<<: *learner, batch_size: 64}}}
         """
     spec = load_spec(write(tmp_path, text))
-    assert spec.base["learner.batch_size"] == 64 and spec.base["learner.warmup_steps"] == 100
+    assert spec.base["learner.batch_size"] == 64 and spec.base["learner.warmup_decisions"] == 50
 
 
 def test_every_profile_of_a_shipped_spec_loads():

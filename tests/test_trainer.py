@@ -113,7 +113,7 @@ def test_seeds_are_honest(store):
 def test_metaworld_door_unlock_short_run(store):
     out = run_dqt("train", "--task", "mw-door-unlock", "--num-agents", "2", "--train-steps", "1200",
                   "--eval-every", "1200", "--eval-episodes", "1", "--set", "learner.batch_size=32",
-                  "--set", "learner.warmup_steps=400", "--set", "learner.updates_per_step=0.02",
+                  "--set", "learner.warmup_decisions=200", "--set", "learner.updates_per_step=0.02",
                   "--tracking-uri", store, "--quiet", timeout=400)
     assert out.returncode == 0, out.stderr
     client, run = only_run(store)

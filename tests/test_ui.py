@@ -53,7 +53,7 @@ def test_core_does_not_import_the_ui() -> None:
 
 # ---- the real server ------------------------------------------------------------------------
 SPEC = """name: demo
-base: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_steps: 100}, eval: {every: 100}}
+base: {trainer: {task: toy-reach, train_steps: 300}, learner: {warmup_decisions: 50}, eval: {every: 100}}
 grid: {learner.lr: [1.0e-4, 5.0e-4]}
 seeds: 1
 profiles: {quick: {}}

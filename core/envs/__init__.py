@@ -13,7 +13,13 @@ from typing import Any
 import gymnasium as gym
 
 from core.config import ConfigError
-from core.envs.evaluation import episode_success, run_eval_episodes
+from core.envs.evaluation import (
+    LAST_ENV_STEP_SUCCESS,
+    episode_success,
+    episode_successes,
+    run_eval_episodes,
+    step_success,
+)
 from core.envs.metaworld_env import EPISODE_STEPS, benchmark_goals, make_metaworld_env, metaworld_task_ids
 from core.envs.protocol import ActionRepeat
 from core.envs.toy_reach import TOY_EPISODE_STEPS, ToyReachEnv, move_to_goal_policy
@@ -31,11 +37,14 @@ __all__ = [
     "benchmark_goals",
     "canonical_task",
     "decisions_per_episode",
+    "LAST_ENV_STEP_SUCCESS",
     "episode_success",
+    "episode_successes",
     "make_env",
     "make_run_env",
     "move_to_goal_policy",
     "run_eval_episodes",
+    "step_success",
 ]
 
 
@@ -81,6 +90,7 @@ def make_env(
     reward_scale: float = 1.0,
     benchmark_seed: int | None = None,
     cycle_variants: bool = False,
+    goals: str = "mt1",
 ) -> gym.Env:
     """A fresh env for ``task`` whose episodes are fixed by ``seed``.
 
@@ -99,6 +109,8 @@ def make_env(
         benchmark_seed: MetaWorld: picks the benchmark's 50 goal variants (None: ``seed``);
             every env of one run passes the same value. Ignored by toy-reach.
         cycle_variants: MetaWorld: visit the variants in order (evaluation).
+        goals: MetaWorld: ``mt1`` (the benchmark's 50 variants, MetaWorld's own) or ``fresh``
+            (a new goal at every reset, the peers'). toy-reach always draws fresh goals.
     """
     task_id = canonical_task(task)
     if episode_length < 0:
@@ -108,7 +120,7 @@ def make_env(
         env: gym.Env = ToyReachEnv(seed=seed, terminate_on_success=terminate_on_success, **kwargs)
     else:
         env = make_metaworld_env(task_id, seed, episode_length, terminate_on_success, benchmark_seed,
-                                 cycle_variants)
+                                 cycle_variants, fresh_goals=goals == "fresh")
     return ActionRepeat(env, action_repeat, reward_scale) if action_repeat > 1 or reward_scale != 1.0 else env
 
 
@@ -122,12 +134,15 @@ def decisions_per_episode(task: str, episode_length: int, action_repeat: int) ->
 
 
 def make_run_env(cfg: Any, seed: int, evaluation: bool = False) -> gym.Env:
-    """An env of run `cfg` (a `RunConfig`) under its protocol and its one benchmark.
+    """An env of run `cfg` (a `RunConfig`) under its protocol and goals (``env.goals``).
 
-    Every lane and the evaluator of a run share the MT1 benchmark of ``trainer.seed``;
-    ``seed`` only orders the episodes. Evaluation envs stop at the first success and
-    visit the benchmark's variants in turn (MetaWorld's evaluation convention).
+    Fresh goals: ``seed`` fixes the env's stream of goals. MT1 goals: every lane and the
+    evaluator of a run share the MT1 benchmark of ``trainer.seed``, ``seed`` only orders the
+    episodes, and evaluation visits the variants in turn. Evaluation envs score rewards in
+    env-reward units (scale 1, the peers' eval return) and stop at the first success only
+    with ``eval.stop_on_success``.
     """
-    return make_env(cfg.trainer.task, seed, cfg.env.episode_length, terminate_on_success=evaluation,
-                    action_repeat=cfg.env.action_repeat, reward_scale=cfg.env.reward_scale,
-                    benchmark_seed=cfg.trainer.seed, cycle_variants=evaluation)
+    return make_env(cfg.trainer.task, seed, cfg.env.episode_length,
+                    terminate_on_success=evaluation and cfg.eval.stop_on_success,
+                    action_repeat=cfg.env.action_repeat, reward_scale=1.0 if evaluation else cfg.env.reward_scale,
+                    benchmark_seed=cfg.trainer.seed, cycle_variants=evaluation, goals=cfg.env.goals)

@@ -1,7 +1,7 @@
-"""Greedy, noise-free evaluation with MetaWorld's own success convention.
+"""Greedy, noise-free evaluation, and the two conventions of episode success.
 
-The convention, from ``metaworld/evaluation.py`` of the installed package (3.1.1),
-function ``evaluation``::
+**Any step** -- MetaWorld's own, from ``metaworld/evaluation.py`` of the installed package
+(3.1.1), function ``evaluation``::
 
     eval_envs.call("toggle_terminate_on_success", True)
     ...
@@ -11,35 +11,53 @@ function ``evaluation``::
                 successes[task_names[i]] += int(infos["final_info"]["success"][i])
 
 with ``AutoTerminateOnSuccessWrapper.step`` doing ``terminated = info["success"] == 1.0``.
-An evaluation episode therefore stops at the first step whose ``info["success"]`` is 1,
-and counts as a success exactly when such a step occurred before truncation: success
-at ANY step, not only at the last one.  Its return is the undiscounted sum of rewards
-up to that step (``RecordEpisodeStatistics`` sits outside the terminating wrapper).
+An episode stopped at its first success counts as a success exactly when such a step
+occurred before truncation: success at ANY step.
+
+**Last step** -- the DQT and QT-TDM codes' (``episode_success.append(info['success'])``
+after the loop over a full 200-env-step episode): ``info["success"]`` of the episode's last
+env step. An episode that touches the goal and drifts away counts under any-step only.
+
+Evaluation here runs each episode to its time limit by default (as both peers did), so its
+return is the full episode's, and both conventions are scored from the same episodes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+LAST_ENV_STEP_SUCCESS = "success_last_env_step"
+"""info key of a step made of several env steps (action repeat): the success flag of its last
+env step; its ``info["success"]`` is 1 when any of them succeeded."""
+
+
+def step_success(info: dict[str, Any]) -> tuple[float, float]:
+    """(success at any env step of this step, success at its last env step)."""
+    any_flag = float(info.get("success", 0.0))
+    return any_flag, float(info.get(LAST_ENV_STEP_SUCCESS, any_flag))
+
 
 def episode_success(successes: Sequence[float | bool]) -> bool:
-    """Whether an episode with these per-step ``info["success"]`` values succeeded.
-
-    MetaWorld's ``evaluation`` terminates an episode when ``info["success"] == 1.0``
-    and counts the success flag of its final step, so the episode succeeds iff any
-    step reported success (see the module docstring for the quoted lines).
-    """
+    """MetaWorld's convention: whether any of these per-step ``info["success"]`` values is 1."""
     return any(float(s) == 1.0 for s in successes)
+
+
+def episode_successes(any_flags: Sequence[float], last_flag: float) -> dict[str, bool]:
+    """Both conventions for one episode: ``any-step`` over the per-step flags, ``last-step``
+    from the flag of the episode's final env step."""
+    return {"any-step": episode_success(any_flags), "last-step": float(last_flag) == 1.0}
 
 
 def run_eval_episodes(
     env: gym.Env,
     policy: Callable[[np.ndarray], np.ndarray],
     episodes: int,
-    stop_on_success: bool = True,
+    stop_on_success: bool = False,
+    success: str = "last-step",
 ) -> dict[str, float]:
     """Run ``episodes`` episodes of ``policy`` and summarise them.
 
@@ -49,31 +67,40 @@ def run_eval_episodes(
         policy: Maps one observation ``[obs_dim]`` to one continuous action ``[act_dim]``.
         episodes: Number of episodes (MetaWorld's default is 50; the trainer uses 10).
         stop_on_success: End each episode at its first success, as MetaWorld's
-            ``evaluation`` does; False plays every episode to truncation.
+            ``evaluation`` does (its return is then cut short); False plays every episode
+            to the time limit, as the peers' evaluations did.
+        success: The convention ``success_rate`` reports: ``last-step`` or ``any-step``.
 
     Returns:
-        ``success_rate`` (fraction of episodes with ``episode_success``), ``return``
-        (mean undiscounted episode return) and ``length`` (mean steps per episode).
+        ``success_rate`` (under `success`), ``success_last_step``, ``success_any_step``
+        (fractions of episodes), ``return`` (mean undiscounted episode return) and
+        ``length`` (mean steps per episode).
     """
     if episodes <= 0:
         raise ValueError(f"episodes must be > 0, got {episodes}")
-    successes, returns, lengths = [], [], []
+    scores: dict[str, list[bool]] = {"any-step": [], "last-step": []}
+    returns, lengths = [], []
     for _ in range(episodes):
         obs, _ = env.reset()
         flags: list[float] = []
-        total, steps, done = 0.0, 0, False
+        last, total, steps, done = 0.0, 0.0, 0, False
         while not done:
             action = np.asarray(policy(obs), dtype=np.float32)
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             steps += 1
-            flags.append(float(info.get("success", 0.0)))
-            done = terminated or truncated or (stop_on_success and flags[-1] == 1.0)
-        successes.append(episode_success(flags))
+            any_flag, last = step_success(info)
+            flags.append(any_flag)
+            done = terminated or truncated or (stop_on_success and any_flag == 1.0)
+        for name, ok in episode_successes(flags, last).items():
+            scores[name].append(ok)
         returns.append(total)
         lengths.append(steps)
+    rates = {name: float(np.mean(v)) for name, v in scores.items()}
     return {
-        "success_rate": float(np.mean(successes)),
+        "success_rate": rates[success],
+        "success_last_step": rates["last-step"],
+        "success_any_step": rates["any-step"],
         "return": float(np.mean(returns)),
         "length": float(np.mean(lengths)),
     }

@@ -7,7 +7,13 @@ Facts about the installed package (metaworld 3.1.x) that this module relies on:
   ``s``, seeds the env's generator with ``s``, and wraps the env in
   ``RandomTaskSelectWrapper``: every ``reset()`` picks one of the 50 variants with that
   generator.  The physics itself is deterministic.
-- One run is one benchmark: every lane and the evaluator build the MT1 of the run's seed
+- Goals ``fresh`` (the peers' codes, ``_freeze_rand_vec = False``): after one ``set_task``
+  (which makes the goal observable), task sampling on reset is switched off and the env's
+  ``rand_vec`` unfrozen and drawn from the env's own seeded generator
+  (``seeded_rand_vec``), so every reset draws a new goal and object position from the same
+  box MT1 draws its 50 from. The peers drew them from numpy's global generator; a seeded
+  one makes runs repeatable.
+- Goals ``mt1``: one run is one benchmark: every lane and the evaluator build the MT1 of the run's seed
   (``benchmark_seed``), so they hold the same 50 variants, and each env's generator is
   then re-seeded with its own ``seed`` (``SawyerXYZEnv.seed``), so lanes visit those
   variants in different orders.  MetaWorld evaluates on the benchmark's own training
@@ -52,15 +58,20 @@ def metaworld_task_ids() -> tuple[str, ...]:
 
 class _MetaWorldAdapter(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
     """float32 observations with an honest space, a ``reset(seed=...)`` that works, and
-    optionally variants visited in order (evaluation)."""
+    either fresh goals at every reset or the benchmark's variants, optionally in order."""
 
-    def __init__(self, env: gym.Env, cycle_variants: bool = False) -> None:
+    def __init__(self, env: gym.Env, cycle_variants: bool = False, fresh_goals: bool = False) -> None:
         super().__init__(env)
         self.tasks = env.get_wrapper_attr("tasks")  # the benchmark's variants
-        self.cycle_variants = cycle_variants
+        self.cycle_variants = cycle_variants and not fresh_goals
         self.next_variant = 0
-        if cycle_variants:
+        if cycle_variants or fresh_goals:
             env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
+        if fresh_goals:
+            base = env.unwrapped
+            base.set_task(self.tasks[0])  # the goal-observable settings of MT1
+            base._freeze_rand_vec = False  # the peers' setting: a new goal at every reset
+            base.seeded_rand_vec = True  # drawn from the env's seeded generator, not numpy's global one
         # The env advertises the space of its construction-time (goal-hidden) settings,
         # goal bounds all zero; MT1 shows the goal, whose bounds are the goal space's.
         base = env.unwrapped
@@ -102,6 +113,7 @@ def make_metaworld_env(
     terminate_on_success: bool = False,
     benchmark_seed: int | None = None,
     cycle_variants: bool = False,
+    fresh_goals: bool = False,
 ) -> gym.Env:
     """One MetaWorld v3 MT1 env for ``task_id`` (a canonical id such as ``door-unlock-v3``).
 
@@ -113,6 +125,7 @@ def make_metaworld_env(
             setting); False while training, as MetaWorld advises.
         benchmark_seed: Picks the 50 task variants (None: ``seed``); envs of one run share it.
         cycle_variants: Visit the variants in order instead of at random (evaluation).
+        fresh_goals: Draw a new goal at every reset instead of one of the 50 variants.
     """
     if task_id not in metaworld_task_ids():
         raise ConfigError(f"unknown MetaWorld v3 task '{task_id}'")
@@ -139,4 +152,4 @@ def make_metaworld_env(
     )
     if benchmark_seed is not None:
         env.unwrapped.seed(seed)  # same variants, this env's own visiting order
-    return _MetaWorldAdapter(env, cycle_variants)
+    return _MetaWorldAdapter(env, cycle_variants, fresh_goals)

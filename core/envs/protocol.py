@@ -15,14 +15,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from core.envs.evaluation import LAST_ENV_STEP_SUCCESS
+
 
 class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
     """One step = `repeat` env steps with the same action; reward = `scale` x their sum.
 
     ``info["success"]`` is 1.0 when any of the env steps succeeded (MetaWorld's evaluation
     counts success at any step, so a success on the first of the two steps must not be lost);
-    the other info entries are the last env step's. A termination or truncation inside the
-    repeat ends it there (with an even episode length, truncation falls on a decision).
+    ``info[LAST_ENV_STEP_SUCCESS]`` is the last env step's own flag (the peers' last-step
+    success reads it); the other info entries are the last env step's. A termination or
+    truncation inside the repeat ends it there (with an even episode length, truncation falls
+    on a decision).
     """
 
     def __init__(self, env: gym.Env, repeat: int, scale: float) -> None:
@@ -40,4 +44,6 @@ class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
             success = max(success, float(info.get("success", 0.0)))
             if terminated or truncated:
                 break
-        return obs, self.scale * total, terminated, truncated, {**info, "success": success}
+        last = float(info.get("success", 0.0))
+        return obs, self.scale * total, terminated, truncated, {**info, "success": success,
+                                                                LAST_ENV_STEP_SUCCESS: last}
