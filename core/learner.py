@@ -17,8 +17,8 @@ last finite update, and the next `window_metrics` (or `state_dict`) raises
 FloatingPointError naming the first bad update and the window's update range. Where no
 fused Adam exists the guard falls back to a host check per update.
 
-Precision (`learner.precision`): bf16 autocast around the forward passes, loss terms in
-fp32, fp32 master weights. CUDA also allows TF32 matmuls. Graph mode (`learner.compile`,
+Precision (`learner.precision`, auto: `resolve_precision`): bf16 autocast around the forward
+passes, loss terms in fp32, fp32 master weights. CUDA also allows TF32 matmuls. Graph mode (`learner.compile`,
 CUDA only): the loss (both networks' forwards and backward) is compiled with
 ``mode="reduce-overhead"``, i.e. replayed as CUDA graphs, and Adam is fused and capturable
 with its LR a device tensor the schedule fills in place. The CPU path is always eager.
@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,6 +85,30 @@ def _compile(fn: Callable) -> Callable:
     return torch.compile(fn, mode="reduce-overhead")
 
 
+# auto precision: bf16 where it was measured faster (module docstring of benchmarks/bench_learner.py)
+AUTO_BF16_MIN_BATCH_BINS = 65_536
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo (Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device, batch_size: int, num_bins: int) -> str:
+    """``learner.precision`` as it runs: auto is bf16 on a CPU with native bf16 for a learner of
+    at least `AUTO_BF16_MIN_BATCH_BINS` batch x bins (the paper's 512 x 256 gained 20-27 %; the
+    quick profiles' 128 x 64 lost 2-13 %), else fp32."""
+    if precision != "auto":
+        return precision
+    big = batch_size * num_bins >= AUTO_BF16_MIN_BATCH_BINS
+    return "bf16" if device.type == "cpu" and big and cpu_has_native_bf16() else "fp32"
+
+
 def allow_tf32() -> None:
     """TF32 matmuls on CUDA (Ampere and later): ~1e-3 relative error, far below the TD noise."""
     matmul = torch.backends.cuda.matmul
@@ -120,7 +146,9 @@ class Learner:
         self.action_dims = action_dims
         self.total_updates = max(int(total_updates), 1)
         self.num_agents = int(num_agents)
-        self.bf16 = self.lcfg.precision == "bf16"
+        batch = self.lcfg.batch_size * (self.num_agents if self.lcfg.batch_per_agent else 1)
+        self.precision = resolve_precision(self.lcfg.precision, self.device, batch, cfg.model.num_bins)
+        self.bf16 = self.precision == "bf16"
         self.graphs = _graph_mode(self.device, self.lcfg.compile)
         if self.device.type == "cuda":
             allow_tf32()

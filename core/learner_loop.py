@@ -56,6 +56,7 @@ class LearnerLoop:
         torch.manual_seed(torch_seed(tr.seed))
         self.learner = Learner(spec.obs_dim, spec.action_dims, cfg, device=device,
                                total_updates=self.total_updates, num_agents=self.n_agents)
+        tracker.set_tags({"precision": self.learner.precision})  # learner.precision auto, resolved
         self.env_steps = 0  # received by the learner: the x-axis of every metric
         self.episodes = 0
         self.resumes = 0

@@ -68,7 +68,7 @@ def test_values_are_coerced_and_checked():
     ({"exploration.eps_min": 0.5, "exploration.eps_max": 0.1}, "eps_min <= eps_max"),
     ({"trainer.mode": "lockstep"}, "trainer.mode must be one of sync, async"),
     ({"model.num_heads": 0}, "model.num_heads must be >= 1"),
-    ({"learner.precision": "fp16"}, "learner.precision must be one of fp32, bf16 (got 'fp16')"),
+    ({"learner.precision": "fp16"}, "learner.precision must be one of auto, fp32, bf16 (got 'fp16')"),
     ({"trainer.train_steps": 1001, "learner.warmup_decisions": 0}, "trainer.train_steps must be a multiple of "
                                                                 "env.action_repeat (1001 vs 2)"),
     ({"trainer.train_steps": 100}, "trainer.train_steps must exceed the warm-up (learner.warmup_decisions 2000 x "

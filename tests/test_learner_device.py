@@ -152,6 +152,30 @@ def test_bf16_loss_matches_fp32_within_tolerance():
     assert losses["bf16"][0] != losses["fp32"][0]  # autocast really ran the forward in bf16
 
 
+@pytest.mark.parametrize("native, device, batch_size, bins, expected", [
+    (True, "cpu", 512, 256, "bf16"),    # the paper-size learner on a bf16 CPU: measured 20-27 % faster
+    (True, "cpu", 128, 64, "fp32"),     # the quick profiles' learner: bf16 measured slower
+    (True, "cpu", 256, 256, "bf16"),    # 65,536: the threshold itself
+    (False, "cpu", 512, 256, "fp32"),   # no native bf16: autocast would emulate it
+    (True, "cuda", 512, 256, "fp32"),   # unmeasured on a GPU: TF32 stays the default
+])
+def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch, native, device, batch_size, bins,
+                                                                 expected):
+    monkeypatch.setattr(learner_mod, "cpu_has_native_bf16", lambda: native)
+    assert learner_mod.resolve_precision("auto", torch.device(device), batch_size, bins) == expected
+    assert learner_mod.resolve_precision("fp32", torch.device(device), batch_size, bins) == "fp32"
+    assert learner_mod.resolve_precision("bf16", torch.device(device), 8, 4) == "bf16"
+
+
+def test_auto_precision_counts_the_batch_of_every_agent(monkeypatch):
+    """Figure 2's batch of n x 128 crosses the threshold at n = 8 (8 x 128 x 64 = 65,536)."""
+    monkeypatch.setattr(learner_mod, "cpu_has_native_bf16", lambda: True)
+    small = {"learner.batch_size": 128, "model.num_bins": 64, "learner.batch_per_agent": True}
+    assert learner(**small).precision == "fp32"
+    cfg = RunConfig.from_flat({**small, "model.embed_dim": 32, "model.num_heads": 2, "model.num_layers": 1})
+    assert Learner(39, 4, cfg, num_agents=8).precision == "bf16"
+
+
 # ---- graph mode, exercised on CPU with a CPU backend ----------------------------------
 def graph_learner(monkeypatch, compile_fn=lambda fn: fn, **over) -> Learner:
     monkeypatch.setattr(learner_mod, "_graph_mode", lambda device, flag: True)
