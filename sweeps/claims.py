@@ -11,6 +11,17 @@ only one caller create a name (a unique column in an RDB, first writer in a jour
 
 A claim whose worker is dead (`sweeps.liveness.claim_alive`: heartbeats on the storage's own
 clock, `StorageClock`) is reaped and its point offered again (`ClaimQueue.reap`).
+
+How a claim ends decides what happens to its point:
+
+- **finished**: the trial is COMPLETE;
+- **handed back** (`ClaimQueue.release`: its run was stopped by SIGINT/SIGTERM, e.g. a Slurm
+  preemption, and left a checkpoint): FAIL marked ``released``, and the point is offered again
+  at once, so any worker resumes it; a hand-back is no failure;
+- **failed** (a crash, or a claim reaped from a dead worker): FAIL, and the point is offered
+  again while it has failed at most ``max_retries`` times (`ClaimQueue.failures`); past that it
+  is given up, named in every worker's report, and left alone until a `dqt sweep` with a larger
+  ``--max-retries``.
 """
 
 from __future__ import annotations
@@ -174,7 +185,8 @@ class ClaimQueue:
         worker: This worker's identity; None = `WORKER_ID` (``DQT_WORKER_ID`` or a fresh one).
     """
 
-    def __init__(self, storage: str, study: str, stale_after_s: float = 600.0, worker: str | None = None):
+    def __init__(self, storage: str, study: str, stale_after_s: float = 600.0, worker: str | None = None,
+                 max_retries: int = 3):
         self.storage = open_storage(storage)
         self.clock = StorageClock(storage)
         self.name = study
@@ -182,6 +194,7 @@ class ClaimQueue:
         self.study_id = self.storage.get_study_id_from_name(study)
         self.owner = Owner.of(worker=worker)
         self.stale_after_s = stale_after_s
+        self.max_retries = max_retries
 
     def _trials(self, states: Iterable[Any] | None = None) -> list[Any]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False,
@@ -223,22 +236,38 @@ class ClaimQueue:
                 taken.add(key)
         return counts, taken
 
-    def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:
-        """Offer every point that is not finished and not already waiting or being worked
-        on; returns how many this call offered, dead claims reaped and offered again included."""
-        offered = self.reap()
+    def failures(self) -> dict[PointKey, int]:
+        """Each point's failed attempts: FAIL trials that were not handed back (a crash, or a
+        claim reaped from a dead worker)."""
+        from optuna.trial import TrialState
+
+        out: dict[PointKey, int] = {}
+        for t in self._trials((TrialState.FAIL,)):
+            if "released" not in t.user_attrs:
+                out[self._key(t)] = out.get(self._key(t), 0) + 1
+        return out
+
+    def given_up(self, keys: Collection[PointKey]) -> dict[PointKey, int]:
+        """The points of `keys` that failed more than ``max_retries`` times, with their failures."""
+        return {k: n for k, n in self.failures().items() if k in keys and n > self.max_retries}
+
+    def _offer_again(self, keys: Collection[PointKey]) -> int:
+        """Offer `keys` once more, unless waiting or worked on already, or given up."""
         counts, taken = self._generations()
-        return offered + sum(self._offer(p.key, counts.get(p.key, 0)) for p in points
-                             if p.key not in finished and p.key not in taken)
+        failed = self.failures()
+        return sum(self._offer(k, counts.get(k, 0)) for k in keys
+                   if k not in taken and failed.get(k, 0) <= self.max_retries)
+
+    def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:
+        """Offer every point that is not finished, not already waiting or being worked on and
+        not given up; returns how many this call offered, dead claims reaped included."""
+        offered = self.reap()
+        return offered + self._offer_again([p.key for p in points if p.key not in finished])
 
     def reap(self) -> int:
         """Fail the claims whose worker is dead and offer their points again; returns how many."""
         reaped = reap_stale(self.storage, self.study_id, self.stale_after_s, self.clock())
-        if not reaped:
-            return 0
-        counts, taken = self._generations()
-        keys = {self._key(t) for t in reaped} - taken
-        return sum(self._offer(key, counts.get(key, 0)) for key in keys)
+        return self._offer_again({self._key(t) for t in reaped}) if reaped else 0
 
     def claim(self, wanted: Collection[PointKey]) -> Claim | None:
         """Atomically take one WAITING trial of `wanted`, or None when none is left.
@@ -278,24 +307,35 @@ class ClaimQueue:
         for claim in claims:
             self._quiet(self.storage.set_trial_user_attr, claim.trial_id, "heartbeat", now)
 
-    def finish(self, claim: Claim, ok: bool, seconds: float = 0.0, **attrs: Any) -> None:
-        """Close a claim: COMPLETE (value = wall seconds) or FAIL; the point is then offered
-        again only by a later `sync` (the next `dqt sweep`), never retried in a loop."""
+    def finish(self, claim: Claim, ok: bool, seconds: float = 0.0, **attrs: Any) -> bool:
+        """Close a claim: COMPLETE (value = wall seconds) or FAIL. A failed point is offered
+        again while it has failed at most ``max_retries`` times; returns whether it was."""
         from optuna.trial import TrialState
 
         for key, value in attrs.items():
             self._quiet(self.storage.set_trial_user_attr, claim.trial_id, key, value)
         state = TrialState.COMPLETE if ok else TrialState.FAIL
         self._quiet(self.storage.set_trial_state_values, claim.trial_id, state, [seconds] if ok else None)
+        return not ok and self._offer_again([claim.key]) > 0
 
-    def elsewhere(self, keys: Collection[PointKey]) -> int:
-        """Points of `keys` claimed by live workers other than this one."""
+    def release(self, claim: Claim, reason: str, seconds: float = 0.0) -> None:
+        """Hand a claim back: its run was stopped (SIGINT/SIGTERM: a preemption, a time limit,
+        Ctrl-C) and keeps its checkpoint; the point is offered again at once, so whichever
+        worker claims it next resumes the run. A hand-back counts as no failure."""
+        self.finish(claim, ok=False, seconds=seconds, released=reason)
+
+    def held_elsewhere(self, keys: Collection[PointKey]) -> set[PointKey]:
+        """The points of `keys` that live workers other than this one hold."""
         from optuna.trial import TrialState
 
         now = self.clock()
-        return len({self._key(t) for t in self._trials((TrialState.RUNNING,))
-                    if self._key(t) in keys and self._worker(t) != self.owner.worker
-                    and claim_alive(t.user_attrs, t.datetime_start, self.stale_after_s, now)})
+        return {self._key(t) for t in self._trials((TrialState.RUNNING,))
+                if self._key(t) in keys and self._worker(t) != self.owner.worker
+                and claim_alive(t.user_attrs, t.datetime_start, self.stale_after_s, now)}
+
+    def elsewhere(self, keys: Collection[PointKey]) -> int:
+        """How many points of `keys` live workers other than this one hold."""
+        return len(self.held_elsewhere(keys))
 
     @staticmethod
     def _worker(trial: Any) -> str | None:

@@ -46,12 +46,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--stale-after", default="600", metavar="S",
                    help="grace period: a claim whose heartbeat is older is dead and its point offered again "
                         "(default: 600; at least 3 heartbeats)")
+    p.add_argument("--max-retries", default="3", metavar="N",
+                   help="a point that failed more than N times is given up and named in the report; a run "
+                        "stopped by a signal is handed back, which is no failure (default: 3)")
     p.set_defaults(handler=cmd_sweep)
     return p
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run `dqt sweep`; returns the exit status (0 ok, 1 a point failed, 130 interrupted)."""
+    """Run `dqt sweep`; returns the exit status (0 ok, 1 a point of the spec left unfinished, 130 interrupted)."""
     from sweeps.expand import expand
     from sweeps.spec import load_spec
 
@@ -88,9 +91,11 @@ def _options(args: argparse.Namespace, jobs: int) -> Any:
                           "a live worker's claim would look dead")
     if args.worker_id is not None and (not args.worker_id or "|" in args.worker_id):
         raise ConfigError(f"--worker-id must be a non-empty name without '|', got '{args.worker_id}'")
+    if not args.max_retries.isdigit():
+        raise ConfigError(f"--max-retries must be an integer >= 0, got '{args.max_retries}'")
     return SweepOptions(jobs=jobs, tracking_uri=args.tracking_uri, storage=args.storage, worker=args.worker,
                         worker_id=args.worker_id, heartbeat_s=heartbeat, stale_after_s=stale,
-                        poll_s=min(5.0, heartbeat))
+                        max_retries=int(args.max_retries), poll_s=min(5.0, heartbeat))
 
 
 def _seconds(flag: str, value: str) -> float:

@@ -10,7 +10,7 @@ What a researcher reads on it in the MLflow UI:
   objective the same way, at step = trial number.  A metric other than ``eval/success_rate``
   gives ``<metric>_auc/...``.
 - tags = bookkeeping: ``dqt.points_total``, ``dqt.points_finished``, ``dqt.points_failed``,
-  ``dqt.points_already_finished`` (grid), ``dqt.trials_completed``, ``dqt.trials_failed``
+  ``dqt.points_already_finished``, ``dqt.points_unfinished`` (grid), ``dqt.trials_completed``, ``dqt.trials_failed``
   (search), ``best.*`` (which configuration is best), and who ran the sweep (`parent_tags`).
 """
 

@@ -65,6 +65,8 @@ class SweepOptions:
         grace_s: Seconds stopped runs get to end cleanly before SIGKILL.
         heartbeat_s: Seconds between claim heartbeats.
         stale_after_s: Grace period: a claim without a heartbeat for this long is dead.
+        max_retries: A point that failed more often than this is given up (hand-backs of
+            stopped runs are no failures).
         poll_s: Seconds between looks at the queue while points run on other workers.
         keep_logs: Keep the per-point config and log folder even when everything passed.
         wait_s: A `worker` started before any `dqt sweep` queued points waits this long.
@@ -81,6 +83,7 @@ class SweepOptions:
     grace_s: float = 30.0
     heartbeat_s: float = 60.0
     stale_after_s: float = 600.0
+    max_retries: int = 3
     poll_s: float = 5.0
     keep_logs: bool = False
     wait_s: float = 600.0
@@ -96,19 +99,28 @@ class SweepOptions:
 
 @dataclass
 class SweepResult:
-    """What one invocation did; `exit_code` is the `dqt sweep` exit status."""
+    """What one invocation did; `exit_code` is the `dqt sweep` exit status: 130 when stopped,
+    1 when a point of the spec is left unfinished (whichever worker's it was), else 0.
+
+    Attributes:
+        failed: every failed attempt this worker ran (a retried point that then finished too).
+        handed_back: points whose run this worker stopped and handed back (a signal).
+        unfinished: at the end, the spec's points not FINISHED in the store, with why.
+    """
 
     total: int
     already: int = 0
     finished: list[Point] = field(default_factory=list)
     failed: list[tuple[Point, int, Path | None]] = field(default_factory=list)
+    handed_back: list[Point] = field(default_factory=list)
+    unfinished: list[tuple[Point, str]] = field(default_factory=list)
     elsewhere: int = 0
     interrupted: bool = False
     parent_run_id: str | None = None
 
     @property
     def exit_code(self) -> int:
-        return exit_code(self.interrupted, bool(self.failed))
+        return exit_code(self.interrupted, bool(self.unfinished))
 
 
 def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None) -> SweepResult:
@@ -117,7 +129,7 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     stream = opts.stream or sys.stderr
     uri = resolve_tracking_uri(opts.tracking_uri)
     queue = ClaimQueue(opts.storage or default_storage(uri), study_name("sweep", spec), opts.stale_after_s,
-                       worker=opts.worker_id)
+                       worker=opts.worker_id, max_retries=opts.max_retries)
     store = Store(uri, spec.name)
     end_dead_parents(store, spec, stream)
     stored = store.runs()
@@ -169,11 +181,14 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
 
         def on_exit(code: int, seconds: float) -> None:
             active.pop(claim.trial_id, None)
-            ok = code == EXIT_OK
-            queue.finish(claim, ok, seconds, exit_code=code)
-            if ok:
+            if code == EXIT_OK:
+                queue.finish(claim, True, seconds, exit_code=code)
                 result.finished.append(point)
+            elif code == EXIT_INTERRUPTED:  # stopped by a signal, with a checkpoint: any worker resumes it
+                queue.release(claim, f"stopped by a signal on {queue.owner.worker}", seconds)
+                result.handed_back.append(point)
             else:
+                queue.finish(claim, False, seconds, exit_code=code)  # offered again below the retry cap
                 result.failed.append((point, code, job.log))
 
         def on_start(pid: int) -> None:
@@ -195,6 +210,7 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
         for claim in list(active.values()):  # only after an error of our own
             queue.finish(claim, ok=False, exit_code=-1)
     result.elsewhere = queue.elsewhere(set(wanted) - finished - {p.key for p in result.finished})
+    result.unfinished = unfinished_points(points, store, queue)
     result.parent_run_id = parent.run_id
     if parent.run_id is not None:
         _end_parent(parent, store, points, keys, result, len(finished))
@@ -202,6 +218,28 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def unfinished_points(points: list[Point], store: Store, queue: ClaimQueue) -> list[tuple[Point, str]]:
+    """The points not FINISHED in the store, with why: given up after their failures, still
+    running elsewhere, or waiting in the queue."""
+    stored = store.runs()
+    left = [p for p in points if point_status(stored.get(p.key, [])) != "FINISHED"]
+    if not left:
+        return []
+    given_up = queue.given_up({p.key for p in left})
+    running = queue.held_elsewhere({p.key for p in left})
+    out = []
+    for p in left:
+        if p.key in given_up:
+            why = (f"gave up after {given_up[p.key]} failures (--max-retries {queue.max_retries}; rerun with a "
+                   "larger one once the cause is fixed)")
+        elif p.key in running:
+            why = "still running on another worker"
+        else:
+            why = f"not run ({point_status(stored.get(p.key, []))}); rerun the same command"
+        out.append((p, why))
+    return out
 
 
 def _end_parent(parent: SweepParent, store: Store, points: list[Point], keys: list[str],
@@ -216,9 +254,10 @@ def _end_parent(parent: SweepParent, store: Store, points: list[Point], keys: li
         best = max(aucs, key=lambda name: aucs[name][1])
         results[f"{prefix}/best"] = aucs[best][1]
         tags = {"best.config": best, "best.config_hash": aucs[best][0]}
-    parent.end(interrupted=result.interrupted, failed=bool(result.failed), results=results, tags=tags,
+    parent.end(interrupted=result.interrupted, failed=bool(result.unfinished), results=results, tags=tags,
                counts={"points_total": len(points), "points_finished": len(result.finished),
-                       "points_failed": len(result.failed), "points_already_finished": already})
+                       "points_failed": len(result.failed), "points_already_finished": already,
+                       "points_unfinished": len(result.unfinished)})
 
 
 def end_dead_parents(store: Store, spec: Spec, stream: TextIO) -> list[str]:
@@ -257,17 +296,28 @@ def _wait_for_queue(queue: ClaimQueue, wait_s: float, stream: TextIO) -> None:
 def _report(spec: Spec, result: SweepResult, keys: list[str], workdir: Path, stream: TextIO) -> None:
     parts = [f"{len(result.finished)} finished now", f"{result.already} already finished"]
     if result.failed:
-        parts.append(f"{len(result.failed)} failed")
+        parts.append(f"{len(result.failed)} failed attempt(s)")
+    if result.handed_back:
+        parts.append(f"{len(result.handed_back)} handed back")
     if result.elsewhere:
         parts.append(f"{result.elsewhere} running on other workers")
+    if result.unfinished and not result.interrupted:
+        parts.append(f"{len(result.unfinished)} NOT FINISHED")
     if result.interrupted:
         parts.append("interrupted")
     print(f"{spec.label}: {result.total} points: {', '.join(parts)}", file=stream)
     for point, code, log in result.failed:
-        what = "KILLED" if code == EXIT_INTERRUPTED else f"exit {code}"
-        print(f"  FAILED {point.config_hash} {run_name(point, keys)} ({what}); log: {log}", file=stream)
+        print(f"  FAILED {point.config_hash} {run_name(point, keys)} (exit {code}); log: {log}", file=stream)
+    for point in result.handed_back:
+        print(f"  HANDED BACK {point.config_hash} {run_name(point, keys)} (stopped; its checkpoint is resumed "
+              "by whichever worker claims it next)", file=stream)
+    if not result.interrupted:
+        for point, why in result.unfinished:
+            print(f"  NOT FINISHED {point.config_hash} {run_name(point, keys)}: {why}", file=stream)
     if result.failed:
-        print(f"  logs and point configs kept in {workdir}; rerun the same command to retry", file=stream)
+        print(f"  logs and point configs kept in {workdir}", file=stream)
+    if result.interrupted:
+        print("  rerun the same command to go on where it stopped", file=stream)
 
 
 # ======================================================================================

@@ -30,6 +30,19 @@ SLOW_LEARNER = ("import sys, time, core.learner as l; update = l.Learner.update;
                 "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
 
 
+# A run that holds still once the learner has taken in HOLD_AT env steps: it touches HOLD_MARKER and
+# sleeps until a signal ends it, so a test that interrupts a run mid-way never races the run's end,
+# on a machine of any speed (the asynchronous metric writes it could wait on arrive late).
+HOLD_RUN = ("import os, pathlib, time, core.learner_loop as ll; take = ll.LearnerLoop.take_episode\n"
+            "def hold(self, msg):\n"
+            "    take(self, msg)\n"
+            "    if self.env_steps >= int(os.environ['HOLD_AT']):\n"
+            "        pathlib.Path(os.environ['HOLD_MARKER']).touch()\n"
+            "        while True: time.sleep(1)\n"
+            "ll.LearnerLoop.take_episode = hold\n"
+            "import sys; from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
+
+
 def empty_store(tmp_path_factory, root: Path) -> str:
     """URI of a fresh SQLite store in `root`, copied from one initialised per test session:
     MLflow's schema migrations take seconds, copying the file takes none."""

@@ -11,6 +11,8 @@ mix behaviours:
   ends KILLED (exit 130).
 - ``77``: logs a ``checkpoint/`` artifact and SIGKILLs itself, leaving the run RUNNING;
   resumed with ``--resume``, it finishes.
+- ``55``: like ``99``, but logs a ``checkpoint/`` artifact when stopped (as `dqt train` does on
+  SIGTERM); resumed with ``--resume``, it finishes.
 - anything else: logs an ``eval/success_rate`` curve rising to ``min(1, 1000 * lr)`` and finishes.
 
 Every start appends one JSON line (pid, hash, seed, resume, tags) to ``$FAKE_TRAIN_LOG``.
@@ -62,7 +64,7 @@ def main() -> int:
     if mean == 13:
         tracker.end("FAILED", reason="told to fail")
         return 1
-    if mean == 99:
+    if mean == 99 or (mean == 55 and not args.resume):
         with open(os.environ["FAKE_TRAIN_LOG"], "a") as log:
             log.write(json.dumps({"pid": os.getpid(), "waiting": True}) + "\n")
         stop = []
@@ -70,6 +72,10 @@ def main() -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.append(1))
         while not stop:
             time.sleep(0.05)
+        if mean == 55:
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "state.txt").write_text("stopped half way")
+                tracker.log_artifact(Path(tmp) / "state.txt", "checkpoint")
         tracker.end("KILLED")
         return 130
     if mean == 77 and not args.resume:

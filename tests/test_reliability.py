@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
+from conftest import HOLD_RUN, REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -202,10 +202,11 @@ def test_bad_config_file_and_bad_tracking_uri(store, tmp_path):
 
 
 @pytest.mark.serial  # races a running process (a kill or Ctrl-C mid-run): run alone
-def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(store):
+def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(store, tmp_path):
     """An interrupted-and-resumed run and an uninterrupted one follow the same epsilon curve and
     end with the same env steps and learner updates. Epsilon decays over the whole budget, so a
-    resume that restarted the clock (2,000 random steps, epsilon back to 1) is caught."""
+    resume that restarted the clock (2,000 random steps, epsilon back to 1) is caught. The run
+    holds still from 1,500 env steps until its SIGINT (`HOLD_RUN`): it cannot finish first."""
     budget, decay = 6000, ["--set", "exploration.decay_fraction=1.0", "--set", "trainer.checkpoint_every=300"]
     client = MlflowClient(store)
 
@@ -221,11 +222,14 @@ def test_resume_continues_epsilon_warmup_updates_and_replay_as_if_never_stopped(
         path = client.download_artifacts(run_id, "checkpoint/checkpoint.pt")
         return int(torch.load(path, weights_only=False)["learner"]["updates"])
 
-    proc = start_train(store, "--train-steps", str(budget), *decay, "--experiment", "resumed")
-    exp_id = lambda: client.get_experiment_by_name("resumed")  # noqa: E731
-    run_id = wait_for(lambda: exp_id() and (r := client.search_runs([exp_id().experiment_id])) and
-                      any(m.step >= 1500 for m in client.get_metric_history(r[0].info.run_id, "train/episode_return"))
-                      and r[0].info.run_id, proc, timeout=180, what="1,500 env steps")
+    marker = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_RUN, "train", *TINY_TOY, "--train-steps", str(budget), *decay,
+                             "--experiment", "resumed", "--tracking-uri", store, "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOLD_AT": "1500", "HOLD_MARKER": str(marker)})
+    wait_for(marker.exists, proc, timeout=180, what="1,500 env steps")
+    (run,) = client.search_runs([client.get_experiment_by_name("resumed").experiment_id])
+    run_id = run.info.run_id
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     ckpt = client.download_artifacts(run_id, "checkpoint/checkpoint.pt")

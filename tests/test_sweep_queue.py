@@ -67,8 +67,24 @@ def test_sync_is_idempotent_and_skips_finished_points(tmp_path):
     claim = queue.claim({p.key for p in pts})
     assert claim is not None
     assert queue.sync(pts, finished=set()) == 1  # only the finished one is new; the claim is live
-    queue.finish(claim, ok=False)
-    assert queue.sync(pts, finished=set()) == 1  # a failed point is offered again
+    assert queue.finish(claim, ok=False)  # a failed point is offered again at once (1 failure <= 3)
+    assert queue.sync(pts, finished=set()) == 0
+
+
+def test_failures_past_the_cap_are_given_up_and_hand_backs_are_no_failures(tmp_path):
+    queue = ClaimQueue(str(tmp_path / "q.journal"), STUDY, max_retries=1)
+    pts = points(2)
+    queue.sync(pts, finished=set())
+    mine = {pts[0].key}
+    queue.release(queue.claim(mine), "preempted")  # handed back: offered again, no failure
+    assert queue.failures() == {} and queue.claim(mine) is not None
+    claim = queue.claim({pts[1].key})
+    assert queue.finish(claim, ok=False) is True  # failure 1 <= 1: offered again
+    assert queue.finish(queue.claim({pts[1].key}), ok=False) is False  # failure 2 > 1: given up
+    assert queue.claim({pts[1].key}) is None
+    assert queue.given_up({p.key for p in pts}) == {pts[1].key: 2}
+    assert queue.sync(pts, finished=set()) == 0  # not offered again, whoever syncs
+    assert ClaimQueue(str(tmp_path / "q.journal"), STUDY, max_retries=2).sync(pts, finished=set()) == 1
 
 
 def test_claims_only_points_of_the_current_spec(tmp_path):

@@ -66,17 +66,21 @@ def runs_of(uri: str, experiment: str = "demo") -> list:
     return client.search_runs([exp.experiment_id])
 
 
-def test_sweep_runs_points_as_children_and_reruns_only_failures(tmp_path, env):
+def test_sweep_runs_points_as_children_and_retries_failures_up_to_the_cap(tmp_path, env):
     spec = load_spec(make_spec(tmp_path, [0, 13, 5]))
     points = expand(spec)
-    opts = options(env, jobs=2)
+    opts = options(env, jobs=2, max_retries=1)
     result = run_sweep(spec, points, opts)
     assert result.exit_code == 1
-    assert [p.config.noise.mean for p, _, _ in result.failed] == [13.0]
+    # the failing point ran twice (once, then one retry), the others once
+    assert [p.config.noise.mean for p, _, _ in result.failed] == [13.0, 13.0]
     assert {p.config.noise.mean for p in result.finished} == {0.0, 5.0}
+    assert [(p.config.noise.mean, why.split(" (")[0]) for p, why in result.unfinished] == \
+        [(13.0, "gave up after 2 failures")]
     report = opts.stream.getvalue()
-    assert "demo[quick]: 3 points: 2 finished now, 0 already finished, 1 failed" in report
+    assert "demo[quick]: 3 points: 2 finished now, 0 already finished, 2 failed attempt(s), 1 NOT FINISHED" in report
     assert "FAILED" in report and "mean=13 seed=0" in report
+    assert "NOT FINISHED " + points[1].config_hash in report and "--max-retries 1" in report
 
     runs = runs_of(env["uri"])
     parents = [r for r in runs if r.data.tags.get("dqt.role") == "parent"]
@@ -85,36 +89,48 @@ def test_sweep_runs_points_as_children_and_reruns_only_failures(tmp_path, env):
     assert parent.info.status == "FAILED"
     assert parent.data.tags["sweep"] == "demo" and parent.data.tags["profile"] == "quick"
     # bookkeeping in tags; metrics are results: the AUC of each configuration whose seeds finished
-    assert parent.data.tags["dqt.points_failed"] == "1" and parent.data.tags["dqt.points_total"] == "3"
+    assert parent.data.tags["dqt.points_failed"] == "2" and parent.data.tags["dqt.points_total"] == "3"
+    assert parent.data.tags["dqt.points_unfinished"] == "1"
     assert set(parent.data.metrics) == {"success_auc/mean:0", "success_auc/mean:5", "success_auc/best"}
     children = [r for r in runs if r.data.tags.get("dqt.role") == "point"]
-    assert len(children) == 3
+    assert len(children) == 4
     for run in children:
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["sweep"] == "demo" and tags["profile"] == "quick" and tags["seed"] == "0"
         assert tags["config_hash"] in {p.config_hash for p in points}
 
+    # the cap holds across invocations: the given-up point is not run again, and named again
     first = len(starts(env["log"]))
-    again = run_sweep(spec, points, options(env, jobs=2))
-    assert again.exit_code == 1 and again.already == 2
-    rerun = starts(env["log"])[first:]
-    assert [s["hash"] for s in rerun] == [points[1].config_hash]  # only the failed point ran again
+    again = run_sweep(spec, points, options(env, jobs=2, max_retries=1))
+    assert again.exit_code == 1 and again.already == 2 and len(starts(env["log"])) == first
+    assert [p.key for p, _ in again.unfinished] == [points[1].key]
+    # a larger cap tries it once more
+    more = run_sweep(spec, points, options(env, jobs=2, max_retries=2))
+    assert more.exit_code == 1 and [s["hash"] for s in starts(env["log"])[first:]] == [points[1].config_hash]
 
 
-def test_interrupted_run_with_checkpoint_is_resumed(tmp_path, env):
+def test_a_crashed_run_with_a_checkpoint_is_resumed_by_the_retry(tmp_path, env):
     spec = load_spec(make_spec(tmp_path, [77]))
     points = expand(spec)
-    first = run_sweep(spec, points, options(env))
-    assert first.exit_code == 1  # the stand-in SIGKILLed itself half way
+    first = run_sweep(spec, points, options(env, max_retries=0))
+    assert first.exit_code == 1  # the stand-in SIGKILLed itself half way, and no retry was allowed
     (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
     assert run.info.status == "RUNNING"  # what a crash leaves behind
 
-    second = run_sweep(spec, points, options(env))
-    assert second.exit_code == 0
+    second = run_sweep(spec, points, options(env, max_retries=1))  # one retry: it resumes the checkpoint
+    assert second.exit_code == 0 and second.failed == [] and second.unfinished == []
     assert [s["resume"] for s in starts(env["log"])] == [None, run.info.run_id]
     (after,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
     assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+
+
+def test_within_one_sweep_the_retry_resumes_a_crashed_runs_checkpoint(tmp_path, env):
+    spec = load_spec(make_spec(tmp_path, [77]))
+    result = run_sweep(spec, expand(spec), options(env))
+    assert result.exit_code == 0 and len(result.failed) == 1 and result.unfinished == []
+    first, retry = starts(env["log"])
+    assert first["resume"] is None and retry["resume"] is not None
 
 
 def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env):
@@ -181,7 +197,7 @@ from sweeps.runner import SweepOptions, run_sweep
 from sweeps.spec import load_spec
 spec = load_spec(sys.argv[1])
 opts = SweepOptions(jobs=2, tracking_uri=sys.argv[2], train_cmd=fake.command(), grace_s=10,
-                    workdir=Path(sys.argv[4]))
+                    workdir=Path(sys.argv[4]), worker_id=sys.argv[5], poll_s=0.5)
 sys.exit(run_sweep(spec, expand(spec), opts).exit_code)
 """
 
@@ -191,7 +207,7 @@ sys.exit(run_sweep(spec, expand(spec), opts).exit_code)
 def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
     spec_path = make_spec(tmp_path, [99], seeds=2)  # two points that run until stopped
     sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
-                              str(env["work"])],
+                              str(env["work"]), "a"],
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while sum("waiting" in e for e in events(env["log"])) < 2 and time.monotonic() < deadline:
@@ -205,3 +221,34 @@ def test_stopping_the_sweep_stops_every_point(tmp_path, env, sig):
     assert sorted(r.info.status for r in runs if r.data.tags.get("dqt.role") == "point") == ["KILLED", "KILLED"]
     assert [r.info.status for r in runs if r.data.tags.get("dqt.role") == "parent"] == ["KILLED"]
     assert "interrupted" in err
+
+
+@pytest.mark.slow  # two sweep subprocesses and three stand-in trainers: ~20 s
+def test_a_sigtermed_workers_point_is_handed_back_and_resumed_by_another_worker(tmp_path, env):
+    """Slurm preempts a worker with SIGTERM: its run stops with a checkpoint, the claim goes back
+    to the queue at once, and the worker still running takes the point over, resumes that run
+    and finishes it; the preempted worker exits 130, the other 0, one FINISHED run per point."""
+    spec_path = make_spec(tmp_path, [55])  # runs until stopped; resumed, it finishes
+
+    def worker(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
+                                 str(tmp_path / f"work-{name}"), name],
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+
+    a = worker("a")
+    deadline = time.monotonic() + 120
+    while not any("waiting" in e for e in events(env["log"])) and time.monotonic() < deadline:
+        assert a.poll() is None, a.communicate()[1]
+        time.sleep(0.2)
+    b = worker("b")  # finds the point claimed by a live worker, and waits
+    a.send_signal(signal.SIGTERM)
+    _, err_a = a.communicate(timeout=60)
+    _, err_b = b.communicate(timeout=120)
+    assert a.returncode == 130, err_a
+    assert b.returncode == 0, err_b
+    assert "1 handed back" in err_a and "1 finished now" in err_b
+    first, resumed = starts(env["log"])
+    points = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
+    assert len(points) == 1 and points[0].info.status == "FINISHED"
+    assert first["resume"] is None and resumed["resume"] == points[0].info.run_id
+    assert first["tags"]["dqt.worker"].startswith("a|") and resumed["tags"]["dqt.worker"].startswith("b|")
