@@ -12,6 +12,7 @@ user can set is defined and explained once, here, and `dqt train --list-config` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -45,11 +46,21 @@ class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names the key."""
 
 
-def doc(default: Any, text: str) -> Any:
-    """A dataclass field with its one-line documentation attached."""
+_NO_LEGACY = object()
+
+
+def doc(default: Any, text: str, legacy: Any = _NO_LEGACY) -> Any:
+    """A dataclass field with its one-line documentation attached.
+
+    `legacy`: for a field added after runs were first recorded, the value under which a run
+    behaves as runs from before the field existed. At that value the field stays out of the
+    configuration's hash (`config_hash`), so adding a field keeps every finished point finished;
+    at any other value the hash differs, so runs that behave differently never merge.
+    """
+    meta = {"doc": text} if legacy is _NO_LEGACY else {"doc": text, "legacy": legacy}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _checker(where: str) -> Callable[[bool, str, str], None]:
@@ -97,7 +108,7 @@ class LearnerConfig:
     batch_per_agent: bool = doc(False, "Use batch_size x num_agents per update, as the DQT code's server did "
                                        "(its figure-2 set-up; sweeps/agents.yaml profile paper).")
     lr_divided_by_agents: bool = doc(False, "Use lr / num_agents as the base LR, as the DQT code's trainer did "
-                                            "(`lr /= num_agents`; its figure-2 set-up).")
+                                            "(`lr /= num_agents`; its figure-2 set-up).", legacy=False)
     gamma: float = doc(0.98, "Discount between time steps; none between action dims (QT eq. 1).")
     n_step: int = doc(3, "n of the n-step return across time steps (QT 4.3).")
     mc_lower_bound: bool = doc(False, "Targets are max(target, Monte-Carlo return-to-go) (QT 4.3).")
@@ -188,7 +199,7 @@ class NoiseConfig:
     before_reward_scale: bool = doc(True, "Draw the noise (and take the robust estimate) on a decision's unscaled "
                                           "sum of env rewards, then apply env.reward_scale, as the DQT code did, so "
                                           "mu and sigma mean the paper's; false adds them to the scaled reward "
-                                          "(twice as strong under the 0.5 scale).")
+                                          "(twice as strong under the 0.5 scale).", legacy=False)
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
@@ -214,7 +225,7 @@ class EnvConfig:
                                    "protocol: 0.5, the mean of the two; native: 1).")
     goals: str = doc("fresh", f"One of {GOALS}: fresh = every reset draws a new goal and object position (the "
                               "peers' _freeze_rand_vec=False); mt1 = the 50 fixed goals of MetaWorld's MT1 "
-                              "benchmark of trainer.seed. toy-reach always draws fresh goals.")
+                              "benchmark of trainer.seed. toy-reach always draws fresh goals.", legacy="mt1")
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
@@ -238,7 +249,7 @@ class TrainerConfig:
     budget: str = doc("total", f"One of {BUDGETS}: total = train_steps is shared by all agents (the fair "
                                "comparison; metrics' x-axis = total env steps); per-agent = each agent runs "
                                "train_steps, as in the DQT code's figure 2, and warm-up, epsilon, updates and "
-                               "evals count one agent's steps (total env steps / num_agents).")
+                               "evals count one agent's steps (total env steps / num_agents).", legacy="total")
     mode: str = doc("sync", f"One of {MODES}: sync = paper (weights after each episode); async = never wait.")
     device: str = doc("auto", f"Learner device, one of {DEVICES}; auto picks cuda when present.")
     seed: int = doc(0, "Base seed: picks the MT1 benchmark's 50 goals (shared by every lane and the evaluator) "
@@ -278,12 +289,13 @@ class EvalConfig:
                                     f"{SUCCESS_CONVENTIONS}: last-step = info['success'] at the episode's last env "
                                     "step (the DQT and QT-TDM code); any-step = at any step (MetaWorld's "
                                     "evaluation.py). Both are always logged as eval/success_last_step and "
-                                    "eval/success_any_step.")
+                                    "eval/success_any_step.", legacy="any-step")
     stop_on_success: bool = doc(False, "End each eval episode at its first success (MetaWorld's evaluation.py); "
                                        "false runs it to the time limit, as the peers did, so eval/return is "
-                                       "the full episode's.")
+                                       "the full episode's.", legacy=True)
     dim_redraw_prob: float = doc(0.0, "Each greedy action dim redrawn uniformly with this probability during "
-                                      "evaluation (the peers' eval kept their acting's 0.1; 0 = greedy).")
+                                      "evaluation (the peers' eval kept their acting's 0.1; 0 = greedy).",
+                                 legacy=0.0)
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
@@ -398,9 +410,21 @@ class RunConfig:
 
 def config_hash(flat: Mapping[str, Any]) -> str:
     """12-hex id of a flat ``{"section.field": value}`` config (or a run's MLflow params) without
-    its `SEED_KEY`; the one definition behind `RunConfig.config_hash` and the analysis."""
-    blob = json.dumps({k: v for k, v in flat.items() if k != SEED_KEY}, sort_keys=True, default=str)
+    its `SEED_KEY`, and without each field at its `legacy_values` value (a run there behaves as
+    one from before the field existed); the one definition behind `RunConfig.config_hash` and
+    the analysis."""
+    legacy = legacy_values()
+    kept = {k: v for k, v in flat.items()
+            if k != SEED_KEY and not (k in legacy and str(v) == str(legacy[k]))}
+    blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@functools.cache
+def legacy_values() -> dict[str, Any]:
+    """``{"section.field": legacy value}`` of the fields added after runs were first recorded (`doc`)."""
+    return {f"{name}.{f.name}": f.metadata["legacy"]
+            for name, section in SECTIONS.items() for f in dataclasses.fields(section) if "legacy" in f.metadata}
 
 
 def clock_divisor(flat: Mapping[str, Any]) -> int:

@@ -28,6 +28,7 @@ from core.config import ConfigError, RunConfig
 from core.envs import canonical_task, decisions_per_episode, make_run_env
 from core.learner_loop import LearnerLoop
 from core.tracking import RunTracker
+from core.version import toolkit_version
 
 __all__ = ["EnvSpec", "RunInterrupted", "TrackingOptions", "TrainResult", "config_changes", "probe_env", "resolve",
            "resolve_device", "split_budget", "train"]
@@ -130,6 +131,7 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
     device = resolve_device(cfg.trainer.device)
     spec = probe_env(cfg)
     tags = {"config_hash": cfg.config_hash(), "seed": str(cfg.trainer.seed), "git_commit": git_commit(),
+            "dqt.version": toolkit_version(),
             "device": str(device), **tracking.tags}
     tracker = RunTracker(tracking.uri, tracking.experiment, run_name=tracking.run_name, tags=tags,
                          parent_run_id=tracking.parent_run_id, resume_run_id=tracking.resume_run_id)

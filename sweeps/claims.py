@@ -26,6 +26,8 @@ How a claim ends decides what happens to its point:
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,15 +36,18 @@ from typing import Any
 
 from core.config import ConfigError
 from core.tracking import sqlite_path
+from core.tracking.retry import with_retry
 from sweeps.expand import Point, PointKey
 from sweeps.liveness import Owner, claim_alive
 from sweeps.spec import Spec
 
 
 def study_name(kind: str, spec: Spec) -> str:
-    """``sweep/noise/quick`` (the claim queue) or ``search/search/quick`` (an Optuna search):
-    one study per spec and profile."""
-    return f"{kind}/{spec.name}/{spec.profile or 'default'}"
+    """``sweep/noise/quick`` (the claim queue: one per spec name and profile; it only ever hands
+    out the points the spec at hand asks for) or ``search/search/quick/<spec hash>`` (an Optuna
+    search: its trial budget and best trial belong to one search space, base and seeds)."""
+    name = f"{kind}/{spec.name}/{spec.profile or 'default'}"
+    return f"{name}/{spec.content_hash}" if kind == "search" else name
 
 
 class StorageClock:
@@ -69,7 +74,7 @@ class StorageClock:
             from sqlalchemy import create_engine
             from sqlalchemy.pool import NullPool
 
-            self._engine = create_engine(url, poolclass=NullPool)
+            self._engine = create_engine(url, poolclass=NullPool, **engine_options(url))
             if self._engine.dialect.name not in self._SQL:
                 raise ConfigError(f"--storage {url}: no clock query for the '{self._engine.dialect.name}' database")
 
@@ -122,6 +127,22 @@ def open_storage(url: str) -> Any:
     return JournalStorage(JournalFileBackend(str(journal)))
 
 
+# PostgreSQL (libpq, psycopg): give up connecting after 10 s, notice a dead peer within about a
+# minute (TCP keepalive), and end any statement after 30 s, so a database outage surfaces as an
+# error the caller retries (`with_retry`) instead of a call that hangs for ever.
+PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                   "keepalives_count": 3, "options": "-c statement_timeout=30000"}
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for the claim storage at `url`: timeouts and keepalives on
+    PostgreSQL, a connection checked before use everywhere."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith(("postgresql", "postgres")):
+        options["connect_args"] = dict(PG_CONNECT_ARGS)
+    return options
+
+
 def _rdb_storage(url: str, attempts: int = 5) -> Any:
     """Optuna's RDB storage; workers starting together on a new database race to create its
     tables (PostgreSQL: a unique violation on a type or table name), so the losers retry and
@@ -131,7 +152,7 @@ def _rdb_storage(url: str, attempts: int = 5) -> Any:
 
     for attempt in range(attempts):
         try:
-            return optuna.storages.get_storage(url)
+            return optuna.storages.get_storage(optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url)))
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             if attempt == attempts - 1 or not any(w in str(exc) for w in ("already exists", "duplicate key")):
                 raise
@@ -166,6 +187,20 @@ def reap_stale(storage: Any, study_id: int, stale_after_s: float, now: float) ->
     return reaped
 
 
+# How long a claim-queue call retries transient database errors (a restarting server, a dropped
+# connection) before giving up: a blip costs a pause, not the running trainers.
+OUTAGE_S = 300.0
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A `ClaimQueue` method that retries transient storage errors with backoff (`with_retry`)."""
+    @functools.wraps(method)
+    def call(self: ClaimQueue, *args: Any, **kwargs: Any) -> Any:
+        return with_retry(lambda: method(self, *args, **kwargs), method.__name__, timeout_s=self.outage_s,
+                          service="claim queue")
+    return call
+
+
 @dataclass(frozen=True)
 class Claim:
     """A point this worker holds in the queue (trial `number` of the study)."""
@@ -195,6 +230,7 @@ class ClaimQueue:
         self.owner = Owner.of(worker=worker)
         self.stale_after_s = stale_after_s
         self.max_retries = max_retries
+        self.outage_s = OUTAGE_S
 
     def _trials(self, states: Iterable[Any] | None = None) -> list[Any]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False,
@@ -236,6 +272,7 @@ class ClaimQueue:
                 taken.add(key)
         return counts, taken
 
+    @_retried
     def failures(self) -> dict[PointKey, int]:
         """Each point's failed attempts: FAIL trials that were not handed back (a crash, or a
         claim reaped from a dead worker)."""
@@ -258,17 +295,20 @@ class ClaimQueue:
         return sum(self._offer(k, counts.get(k, 0)) for k in keys
                    if k not in taken and failed.get(k, 0) <= self.max_retries)
 
+    @_retried
     def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:
         """Offer every point that is not finished, not already waiting or being worked on and
         not given up; returns how many this call offered, dead claims reaped included."""
         offered = self.reap()
         return offered + self._offer_again([p.key for p in points if p.key not in finished])
 
+    @_retried
     def reap(self) -> int:
         """Fail the claims whose worker is dead and offer their points again; returns how many."""
         reaped = reap_stale(self.storage, self.study_id, self.stale_after_s, self.clock())
         return self._offer_again({self._key(t) for t in reaped}) if reaped else 0
 
+    @_retried
     def claim(self, wanted: Collection[PointKey]) -> Claim | None:
         """Atomically take one WAITING trial of `wanted`, or None when none is left.
 
@@ -291,22 +331,35 @@ class ClaimQueue:
             except UpdateFinishedTrialError:
                 continue
             self.storage.set_trial_user_attr(tid, "owner", self.owner.token)
+            self.storage.set_trial_user_attr(tid, "stale_after", self.stale_after_s)  # this claim's own grace
             self.storage.set_trial_user_attr(tid, "heartbeat", self.clock())
             return Claim(tid, trial.number, key)
         return None
 
+    @_retried
     def size(self) -> int:
         """Trials in the queue, whatever their state."""
         return len(self._trials())
 
+    @_retried
     def set_child(self, claim: Claim, pid: int) -> None:
         self.storage.set_trial_user_attr(claim.trial_id, "child", Owner.of(pid, self.owner.worker).token)
 
-    def heartbeat(self, claims: Iterable[Claim]) -> None:
+    @_retried
+    def heartbeat(self, claims: Iterable[Claim]) -> list[Claim]:
+        """Beat for `claims`; returns those that are no longer this worker's (reaped by a peer
+        that judged this worker dead: its point is offered again, so its run must stop)."""
+        from optuna.trial import TrialState
+
         now = self.clock()
+        lost = []
         for claim in claims:
             self._quiet(self.storage.set_trial_user_attr, claim.trial_id, "heartbeat", now)
+            if self.storage.get_trial(claim.trial_id).state != TrialState.RUNNING:
+                lost.append(claim)
+        return lost
 
+    @_retried
     def finish(self, claim: Claim, ok: bool, seconds: float = 0.0, **attrs: Any) -> bool:
         """Close a claim: COMPLETE (value = wall seconds) or FAIL. A failed point is offered
         again while it has failed at most ``max_retries`` times; returns whether it was."""
@@ -316,7 +369,21 @@ class ClaimQueue:
             self._quiet(self.storage.set_trial_user_attr, claim.trial_id, key, value)
         state = TrialState.COMPLETE if ok else TrialState.FAIL
         self._quiet(self.storage.set_trial_state_values, claim.trial_id, state, [seconds] if ok else None)
+        if ok:
+            self._drop_offer_markers(claim.key)
         return not ok and self._offer_again([claim.key]) > 0
+
+    def _drop_offer_markers(self, key: PointKey) -> None:
+        """Delete a finished point's offer-marker studies, so that dashboards list the sweep's
+        own study and little else. Safe once it is finished: an offer's generation is the
+        point's count of trials, which never shrinks, so a deleted marker is never needed again."""
+        prefix = f"{self.name}:offer:{key[0]}:{key[1]}:"
+        for study in self.storage.get_all_studies():
+            if study.study_name.startswith(prefix):
+                try:
+                    self.storage.delete_study(study._study_id)
+                except KeyError:  # another worker deleted it first
+                    pass
 
     def release(self, claim: Claim, reason: str, seconds: float = 0.0) -> None:
         """Hand a claim back: its run was stopped (SIGINT/SIGTERM: a preemption, a time limit,
@@ -324,6 +391,7 @@ class ClaimQueue:
         worker claims it next resumes the run. A hand-back counts as no failure."""
         self.finish(claim, ok=False, seconds=seconds, released=reason)
 
+    @_retried
     def held_elsewhere(self, keys: Collection[PointKey]) -> set[PointKey]:
         """The points of `keys` that live workers other than this one hold."""
         from optuna.trial import TrialState
@@ -350,3 +418,26 @@ class ClaimQueue:
             fn(*args)
         except UpdateFinishedTrialError:  # reaped by another worker meanwhile: it will rerun anyway
             pass
+
+
+class HeartbeatThread(threading.Thread):
+    """Calls `beat` every `every` seconds from a thread of its own, so a main loop stuck in a
+    slow call (or in `with_retry` through a database outage) does not let its claims go stale
+    while their trainers train. A beat that fails is logged and tried again at the next one."""
+
+    def __init__(self, beat: Callable[[], None], every: float, log: Callable[[str], None] = lambda line: None):
+        super().__init__(name="dqt-heartbeat", daemon=True)
+        self.beat, self.every, self.log = beat, every, log
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - an outage must not end the thread: beat again later
+                text = str(exc).strip().splitlines()
+                self.log(f"heartbeat failed ({type(exc).__name__}: {text[0] if text else ''}); "
+                         "trying again at the next one")
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -116,21 +116,27 @@ class Launcher:
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def stop_group(pid: int, sig: int) -> None:
+    """Send `sig` to the process group a `dqt train` leads (it and its agents)."""
     try:
-        os.killpg(proc.pid, sig)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    stop_group(proc.pid, sig)
+
+
 def run_jobs(next_job: Callable[[], Job | Later | None], launcher: Launcher, jobs: int, progress: SweepProgress,
-             grace_s: float = 30.0, tick: Callable[[], None] | None = None, tick_s: float = 60.0) -> bool:
+             grace_s: float = 30.0) -> bool:
     """Keep up to `jobs` points running until `next_job` has nothing left (None; `LATER` =
     nothing now, ask again); True if interrupted.
 
     The first SIGINT/SIGTERM stops starting points and passes the signal to every running
-    `dqt train` (its run ends KILLED); after `grace_s`, or at a second signal, SIGKILL.
-    `tick` runs every `tick_s` seconds (claim heartbeats).
+    `dqt train` (its run ends KILLED); after `grace_s`, or at a second signal, SIGKILL. An
+    error of this loop's own stops the runs the same way (SIGTERM, so each keeps a checkpoint,
+    then SIGKILL after `grace_s`) before it propagates.
     """
     running: dict[subprocess.Popen[bytes], tuple[Job, float]] = {}
     stop: dict[str, Any] = {"signal": None, "at": 0.0, "killed": False}
@@ -145,7 +151,6 @@ def run_jobs(next_job: Callable[[], Job | Later | None], launcher: Launcher, job
 
     in_main = _in_main_thread()
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    last_tick = time.monotonic()
     try:
         while True:
             exhausted = False
@@ -177,17 +182,27 @@ def run_jobs(next_job: Callable[[], Job | Later | None], launcher: Launcher, job
                 stop["killed"] = True
                 for proc in running:
                     _signal_group(proc, signal.SIGKILL)
-            if tick and time.monotonic() - last_tick > tick_s:
-                last_tick = time.monotonic()
-                tick()
             progress.render()
             time.sleep(0.2)
     finally:
-        for proc in running:  # only on an exception of our own: leave no orphan
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
+        _stop_all(running, grace_s)  # only on an exception of our own: leave no orphan, keep checkpoints
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _stop_all(procs: Collection[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM every run (it ends KILLED with a checkpoint), SIGKILL what is left after `grace_s`."""
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
 
 
 def _in_main_thread() -> bool:

@@ -117,21 +117,33 @@ def _start_time(pid: int) -> str:
     return "Z" if fields[0] in ("Z", "X") else fields[19]
 
 
+# A live process whose heartbeat is this many grace periods old is hung (its heartbeat thread
+# beats whatever its main loop does): its claim is dead after all.
+HUNG_AFTER_GRACES = 3.0
+
+
 def claim_alive(attrs: dict[str, Any], started: dt.datetime | None, stale_after_s: float, now: float) -> bool:
     """Is someone still working on this claim?
 
-    Inside the claim's own PID namespace the OS answers exactly: its worker or its `dqt
-    train` child is alive (a child outliving a SIGKILLed sweep still counts, so its point is
-    not started twice).  Anywhere else only the heartbeat can tell: a claim whose heartbeat
-    (storage clock, `now`) is older than `stale_after_s` is dead, whatever its hostname.
+    The grace period is the claim's own (``stale_after``, recorded by the worker that made
+    it), so a reaper started with a shorter one cannot take a healthy claim; `stale_after_s`
+    serves claims that recorded none.  Inside the claim's own PID namespace the OS answers:
+    its worker or its `dqt train` child is alive (a child outliving a SIGKILLed sweep still
+    counts, so its point is not started twice) -- unless the heartbeat is older than
+    `HUNG_AFTER_GRACES` grace periods, which a worker whose heartbeat thread runs never lets
+    happen: that process is hung.  Anywhere else only the heartbeat can tell: a claim whose
+    heartbeat (storage clock, `now`) is older than the grace period is dead, whatever its
+    hostname.
     """
+    grace = float(attrs.get("stale_after", stale_after_s))
+    beat = attrs.get("heartbeat")
+    age = now - float(beat) if beat is not None else None
     holders = [Owner.parse(attrs.get("owner")), Owner.parse(attrs.get("child"))]
     verdicts = [h.alive() for h in holders if h is not None]
     if any(v is True for v in verdicts):
-        return True
+        return age is None or age < HUNG_AFTER_GRACES * grace
     if verdicts and all(v is False for v in verdicts):
         return False
-    beat = attrs.get("heartbeat")
-    if beat is None:  # claimed a moment ago and its first heartbeat not written yet
-        return started is not None and time.time() - started.timestamp() < stale_after_s
-    return now - float(beat) < stale_after_s
+    if age is None:  # claimed a moment ago and its first heartbeat not written yet
+        return started is not None and time.time() - started.timestamp() < grace
+    return age < grace

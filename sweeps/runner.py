@@ -18,8 +18,10 @@ the three together (`run_sweep`) and prints the dry-run table (`dry_run`).
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,8 @@ from typing import Any, TextIO
 
 from core.progress import duration
 from core.tracking import resolve_tracking_uri
-from sweeps.claims import Claim, ClaimQueue, default_storage, study_name
+from core.version import toolkit_version
+from sweeps.claims import Claim, ClaimQueue, HeartbeatThread, default_storage, study_name
 from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
     EXIT_INTERRUPTED,
@@ -41,6 +44,7 @@ from sweeps.launch import (
     SweepProgress,
     exit_code,
     run_jobs,
+    stop_group,
 )
 from sweeps.liveness import Owner, parent_owner
 from sweeps.parent import SweepParent, config_aucs, result_key, results_prefix
@@ -105,6 +109,8 @@ class SweepResult:
     Attributes:
         failed: every failed attempt this worker ran (a retried point that then finished too).
         handed_back: points whose run this worker stopped and handed back (a signal).
+        lost: points whose claim a peer reaped meanwhile (this worker was judged dead); their
+            runs were stopped and the peers run them.
         unfinished: at the end, the spec's points not FINISHED in the store, with why.
     """
 
@@ -113,6 +119,7 @@ class SweepResult:
     finished: list[Point] = field(default_factory=list)
     failed: list[tuple[Point, int, Path | None]] = field(default_factory=list)
     handed_back: list[Point] = field(default_factory=list)
+    lost: list[Point] = field(default_factory=list)
     unfinished: list[tuple[Point, str]] = field(default_factory=list)
     elsewhere: int = 0
     interrupted: bool = False
@@ -134,6 +141,7 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     end_dead_parents(store, spec, stream)
     stored = store.runs()
     finished = {p.key for p in points if point_status(stored.get(p.key, [])) == "FINISHED"}
+    say_other_versions(spec, stored, finished, stream)
     if not opts.worker:
         queue.sync(points, finished)
     else:
@@ -144,7 +152,22 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     progress = SweepProgress(spec.label, len(points), done=len(finished), jobs=opts.jobs, stream=stream)
     progress.elsewhere = queue.elsewhere(set(wanted) - finished)
     workdir = opts.make_workdir(f"dqt-sweep-{spec.name}-")
-    active: dict[int, Claim] = {}
+    active: dict[int, tuple[Claim, int]] = {}  # trial id -> (claim, its `dqt train` pid)
+    lock = threading.Lock()  # `active` is read by the heartbeat thread
+    lost: set[int] = set()  # claims a peer reaped (it judged this worker dead): their runs are stopped
+
+    def claims() -> list[Claim]:
+        with lock:
+            return [claim for claim, _ in active.values()]
+
+    def on_lost(claim: Claim) -> None:
+        with lock:
+            held = active.get(claim.trial_id)
+            lost.add(claim.trial_id)
+        if held is not None:  # the point is someone else's now: stop writing to its run
+            print(f"{spec.label}: claim {claim.number} was reaped by another worker (this one was judged dead); "
+                  "stopping its run", file=stream)
+            stop_group(held[1], signal.SIGTERM)
 
     parent = SweepParent(store, spec, queue.owner, "grid",
                          params={"points": len(points), "jobs": opts.jobs,
@@ -180,8 +203,11 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
             store.set_status(runs[0].run_id, "KILLED")  # we hold the claim, so no one runs it
 
         def on_exit(code: int, seconds: float) -> None:
-            active.pop(claim.trial_id, None)
-            if code == EXIT_OK:
+            with lock:
+                active.pop(claim.trial_id, None)
+            if claim.trial_id in lost:  # reaped and offered again by a peer: nothing of ours to close
+                result.lost.append(point)
+            elif code == EXIT_OK:
                 queue.finish(claim, True, seconds, exit_code=code)
                 result.finished.append(point)
             elif code == EXIT_INTERRUPTED:  # stopped by a signal, with a checkpoint: any worker resumes it
@@ -192,7 +218,8 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
                 result.failed.append((point, code, job.log))
 
         def on_start(pid: int) -> None:
-            active[claim.trial_id] = claim
+            with lock:
+                active[claim.trial_id] = (claim, pid)
             queue.set_child(claim, pid)
 
         job = Job(point=point, name=run_name(point, keys),
@@ -202,13 +229,20 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
         return job
 
     launcher = Launcher(spec.name, uri, workdir, parent, opts.train_cmd)
+    def beat() -> None:
+        held = claims()
+        for claim in queue.heartbeat(held) if held else []:
+            on_lost(claim)
+
+    beats = HeartbeatThread(beat, opts.heartbeat_s, log=lambda line: print(f"{spec.label}: {line}", file=stream))
+    beats.start()
     try:
-        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s,
-                                      tick=lambda: queue.heartbeat(active.values()), tick_s=opts.heartbeat_s)
+        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s)
     finally:
+        beats.stop()
         progress.close()
-        for claim in list(active.values()):  # only after an error of our own
-            queue.finish(claim, ok=False, exit_code=-1)
+        for claim in claims():  # only after an error of our own: its runs were stopped with a checkpoint
+            queue.release(claim, "the sweep process failed")
     result.elsewhere = queue.elsewhere(set(wanted) - finished - {p.key for p in result.finished})
     result.unfinished = unfinished_points(points, store, queue)
     result.parent_run_id = parent.run_id
@@ -218,6 +252,24 @@ def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None)
     if not result.failed and not opts.keep_logs and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def say_other_versions(spec: Spec, stored: dict[PointKey, list[StoredRun]], finished: set[PointKey],
+                       stream: TextIO) -> None:
+    """Name the toolkit versions other than this one that made finished points: they count as
+    done because their configurations hash the same (a field added since stays out of the hash
+    at its legacy value, `core.config.doc`), and a reader should know they are mixed in."""
+    ours = toolkit_version()
+    others: dict[str, int] = {}
+    for key in finished:
+        run = next(r for r in stored[key] if r.status == "FINISHED")
+        if run.version != ours:
+            name = run.version or "before 0.2.0"
+            others[name] = others.get(name, 0) + 1
+    if others:
+        listed = ", ".join(f"{n} by {v}" for v, n in sorted(others.items()))
+        print(f"{spec.label}: finished points made by another toolkit version count as done ({listed}; this is "
+              f"{ours}): their configurations hash the same", file=stream)
 
 
 def unfinished_points(points: list[Point], store: Store, queue: ClaimQueue) -> list[tuple[Point, str]]:
@@ -308,6 +360,9 @@ def _report(spec: Spec, result: SweepResult, keys: list[str], workdir: Path, str
     print(f"{spec.label}: {result.total} points: {', '.join(parts)}", file=stream)
     for point, code, log in result.failed:
         print(f"  FAILED {point.config_hash} {run_name(point, keys)} (exit {code}); log: {log}", file=stream)
+    for point in result.lost:
+        print(f"  LOST {point.config_hash} {run_name(point, keys)} (its claim was reaped by a worker that judged "
+              "this one dead; its run was stopped and is theirs now)", file=stream)
     for point in result.handed_back:
         print(f"  HANDED BACK {point.config_hash} {run_name(point, keys)} (stopped; its checkpoint is resumed "
               "by whichever worker claims it next)", file=stream)

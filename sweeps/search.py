@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from core.config import ConfigError, RunConfig
 from core.tracking import resolve_tracking_uri
 from sweeps.claims import (
+    HeartbeatThread,
     StorageClock,
     default_storage,
     ensure_study,
@@ -206,10 +207,12 @@ def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
             state.trial.set_user_attr("heartbeat", now)
 
     launcher = Launcher(spec.name, uri, workdir, parent, opts.train_cmd)
+    beats = HeartbeatThread(heartbeat, opts.heartbeat_s, log=lambda line: print(f"{spec.label}: {line}", file=stream))
+    beats.start()
     try:
-        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s,
-                                      tick=heartbeat, tick_s=opts.heartbeat_s)
+        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s)
     finally:
+        beats.stop()
         progress.close()
         for state in list(live.values()):  # interrupted (or our own error): these trials did not finish
             _tell(state.trial, None)

@@ -31,7 +31,10 @@ behind any spec error is found in one place; the strict YAML parsing is `sweeps.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import json
 import re
 import typing
 from collections.abc import Iterable, Mapping
@@ -110,6 +113,14 @@ class Spec:
     grids: tuple[dict[str, tuple[Any, ...]], ...]
     seeds: tuple[int, ...]
     search: SearchSpec | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """8-hex id of what the spec runs (base, grids, seeds, search), for naming its search study."""
+        blob = json.dumps({"base": self.base, "grids": self.grids, "seeds": self.seeds,
+                           "search": dataclasses.asdict(self.search) if self.search else None},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     @property
     def label(self) -> str:

@@ -27,6 +27,7 @@ class StoredRun:
     run_id: str
     status: str
     start_time: int
+    version: str = ""  # the toolkit version that made it (tag dqt.version; "" before 0.2.0)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Store:
                     continue
                 point = (tags["config_hash"], int(tags["seed"]))
                 out.setdefault(point, []).append(
-                    StoredRun(run.info.run_id, run.info.status, run.info.start_time or 0))
+                    StoredRun(run.info.run_id, run.info.status, run.info.start_time or 0, tags.get("dqt.version", "")))
             token = page.token
             if not token:
                 return out

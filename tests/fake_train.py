@@ -56,8 +56,11 @@ def main() -> int:
         log.write(json.dumps({"pid": os.getpid(), "hash": cfg.config_hash(), "seed": cfg.trainer.seed,
                               "resume": args.resume, "tags": tags, "run_name": args.run_name,
                               "parent": args.parent_run_id}) + "\n")
+    from core.version import toolkit_version
+
     tracker = RunTracker(args.tracking_uri, args.experiment, run_name=args.run_name,
-                         tags={"config_hash": cfg.config_hash(), "seed": str(cfg.trainer.seed), **tags},
+                         tags={"config_hash": cfg.config_hash(), "seed": str(cfg.trainer.seed),
+                               "dqt.version": toolkit_version(), **tags},
                          parent_run_id=args.parent_run_id, resume_run_id=args.resume)
     tracker.log_params(cfg.to_flat())
     mean = cfg.noise.mean

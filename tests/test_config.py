@@ -130,3 +130,50 @@ def test_one_config_hash_for_configs_and_run_params():
     params = {k: str(v) for k, v in cfg.to_flat().items()}
     assert config_hash(cfg.to_flat()) == cfg.config_hash()
     assert config_hash(params) == config_hash({**params, "trainer.seed": "9"})
+
+
+# The fields a configuration's hash covered when `legacy` values were introduced (2026-12-05).
+# A field added since must declare the value that reproduces the behaviour from before it
+# existed (`doc(..., legacy=...)`), or every finished point of every store would run again.
+HASHED_FIELDS_2026_12_05 = frozenset({
+    "model.embed_dim", "model.num_layers", "model.num_heads", "model.num_bins", "model.dropout",
+    "model.num_q_heads", "model.zero_init_q_out", "learner.lr", "learner.lr_schedule", "learner.adam_eps",
+    "learner.weight_decay", "learner.grad_clip", "learner.batch_size", "learner.batch_per_agent", "learner.gamma",
+    "learner.n_step", "learner.mc_lower_bound", "learner.conservative_weight", "learner.td_loss",
+    "learner.target_tau", "learner.target_update_every", "learner.replay_capacity", "learner.replay_sampling",
+    "learner.replay_return_floor", "learner.updates_per_step", "learner.warmup_decisions",
+    "learner.debug_nan_at_update", "learner.precision", "learner.compile", "exploration.eps_max",
+    "exploration.eps_min", "exploration.decay_fraction", "exploration.dim_redraw_prob", "exploration.greedy_heads",
+    "noise.kind", "noise.mean", "noise.std", "noise.df", "noise.robust", "noise.samples", "noise.trim_fraction",
+    "env.episode_length", "env.action_repeat", "env.reward_scale", "trainer.task", "trainer.num_agents",
+    "trainer.envs_per_agent", "trainer.train_steps", "trainer.mode", "trainer.device", "trainer.seed",
+    "trainer.torch_threads", "trainer.checkpoint_every", "trainer.checkpoint_replay", "trainer.max_update_backlog",
+    "trainer.max_agent_restarts", "trainer.publish_every_updates", "trainer.publish_every_ms", "eval.every",
+    "eval.episodes",
+})
+
+
+def test_every_field_added_since_hashing_began_declares_its_legacy_value():
+    from core.config import legacy_values
+
+    added = set(RunConfig().to_flat()) - HASHED_FIELDS_2026_12_05
+    assert added <= set(legacy_values()), f"new fields without a legacy value: {sorted(added - set(legacy_values()))}"
+
+
+def test_a_field_at_its_legacy_value_keeps_the_hash_of_runs_from_before_it_existed():
+    from core.config import config_hash, legacy_values
+
+    flat = RunConfig.from_flat({"trainer.task": "toy-reach"}).to_flat()
+    legacy = legacy_values()
+    before = {k: v for k, v in flat.items() if k not in legacy}  # a run recorded before those fields
+    at_legacy = {**flat, **legacy}
+    assert config_hash(at_legacy) == config_hash(before)
+    # MLflow hands params back as strings: the same rule holds for them
+    assert config_hash({k: str(v) for k, v in at_legacy.items()}) == config_hash({k: str(v) for k, v in before.items()})
+    # a field away from its legacy value behaves differently, so its runs never merge with older ones
+    for key, value in legacy.items():
+        other = {"env.goals": "fresh", "trainer.budget": "per-agent", "eval.success": "last-step",
+                 "eval.dim_redraw_prob": 0.1}.get(key, not value if isinstance(value, bool) else None)
+        assert config_hash({**at_legacy, key: other}) != config_hash(before), key
+    # and a changed default is a changed value: hashes differ, nothing merges silently
+    assert config_hash({**at_legacy, "exploration.decay_fraction": 0.3}) != config_hash(at_legacy)

@@ -87,6 +87,21 @@ def test_failures_past_the_cap_are_given_up_and_hand_backs_are_no_failures(tmp_p
     assert ClaimQueue(str(tmp_path / "q.journal"), STUDY, max_retries=2).sync(pts, finished=set()) == 1
 
 
+def test_a_finished_points_offer_markers_are_deleted(tmp_path):
+    queue = ClaimQueue(str(tmp_path / "q.journal"), STUDY)
+    pts = points(2)
+    queue.sync(pts, finished=set())
+
+    def markers():
+        return sorted(s.study_name for s in queue.storage.get_all_studies() if ":offer:" in s.study_name)
+
+    assert len(markers()) == 2
+    done = queue.claim({pts[0].key})
+    queue.finish(done, ok=True)
+    assert markers() == [f"{STUDY}:offer:{pts[1].config_hash}:1:0"]
+    assert queue.sync(pts, finished={pts[0].key}) == 0  # nothing offered twice afterwards
+
+
 def test_claims_only_points_of_the_current_spec(tmp_path):
     queue = ClaimQueue(str(tmp_path / "q.journal"), STUDY)
     pts = points(3)
@@ -133,6 +148,68 @@ def test_claim_liveness_trusts_neither_hostnames_nor_pids():
     old = Owner.parse(f"{me.host}|{2**22 + 7}|1")
     assert old is not None and old.alive() is None
     assert claim_alive({"owner": old.token, "heartbeat": now}, None, 600, now) is True
+
+
+def test_a_claim_keeps_its_own_grace_and_a_hung_live_worker_loses_it():
+    me = Owner.of()
+    now = time.time()
+    twin = replace(me, worker="other", space="another-boot/4026532175")  # heartbeat alone decides
+    # a reaper started with a shorter grace period cannot take a claim made with a longer one
+    assert claim_alive({"owner": twin.token, "heartbeat": now - 100, "stale_after": 600}, None, 30, now) is True
+    assert claim_alive({"owner": twin.token, "heartbeat": now - 700, "stale_after": 600}, None, 3600, now) is False
+    # the OS says the worker lives; its heartbeat thread would keep the beat fresh, so a beat three
+    # grace periods old means a hung process: dead after all
+    assert claim_alive({"owner": me.token, "heartbeat": now - 2 * 60, "stale_after": 60}, None, 60, now) is True
+    assert claim_alive({"owner": me.token, "heartbeat": now - 4 * 60, "stale_after": 60}, None, 60, now) is False
+
+
+def test_heartbeats_come_from_a_thread_that_a_blocked_main_loop_and_a_failing_beat_do_not_stop(tmp_path):
+    from sweeps.claims import HeartbeatThread
+
+    queue = ClaimQueue(str(tmp_path / "q.journal"), STUDY, stale_after_s=3.0)
+    queue.sync(points(1), finished=set())
+    claim = queue.claim({points(1)[0].key})
+    first = queue.storage.get_trial(claim.trial_id).user_attrs["heartbeat"]
+    assert queue.storage.get_trial(claim.trial_id).user_attrs["stale_after"] == 3.0
+    calls, logged = [], []
+
+    def beat():
+        calls.append(1)
+        if len(calls) == 2:  # a database blip in the middle
+            raise OSError("connection reset by peer")
+        queue.heartbeat([claim])
+
+    thread = HeartbeatThread(beat, 0.2, log=logged.append)
+    thread.start()
+    time.sleep(2.0)  # the main loop stuck for ten heartbeats
+    thread.stop()
+    thread.join(timeout=5)
+    assert len(calls) >= 5 and len(logged) == 1 and "connection reset" in logged[0]
+    assert queue.storage.get_trial(claim.trial_id).user_attrs["heartbeat"] > first + 1.0
+
+
+def test_transient_storage_errors_are_retried_and_a_reaped_claim_is_reported_lost(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+
+    queue = ClaimQueue(str(tmp_path / "q.journal"), STUDY)
+    pts = points(1)
+    queue.sync(pts, finished=set())
+    real, fails = queue.storage.get_all_trials, []
+
+    def flaky(*args, **kwargs):
+        if len(fails) < 2:
+            fails.append(1)
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queue.storage, "get_all_trials", flaky)
+    claim = queue.claim({pts[0].key})  # two dropped connections, then it goes through
+    assert claim is not None and len(fails) == 2
+    assert queue.heartbeat([claim]) == []
+    from optuna.trial import TrialState
+
+    queue.storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)  # a peer reaped it
+    assert queue.heartbeat([claim]) == [claim]
 
 
 def test_the_storage_clock_is_the_storages(tmp_path):

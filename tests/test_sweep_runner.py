@@ -110,6 +110,23 @@ def test_sweep_runs_points_as_children_and_retries_failures_up_to_the_cap(tmp_pa
     assert more.exit_code == 1 and [s["hash"] for s in starts(env["log"])[first:]] == [points[1].config_hash]
 
 
+def test_finished_points_of_another_toolkit_version_count_as_done_and_are_named(tmp_path, env):
+    from mlflow import MlflowClient
+
+    spec = load_spec(make_spec(tmp_path, [0, 5]))
+    points = expand(spec)
+    assert run_sweep(spec, points, options(env)).exit_code == 0
+    old = next(r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point")
+    MlflowClient(env["uri"]).set_tag(old.info.run_id, "dqt.version", "0.1.0")
+    again = options(env)
+    result = run_sweep(spec, points, again)
+    assert result.exit_code == 0 and result.already == 2 and len(starts(env["log"])) == 2
+    from core.version import toolkit_version
+
+    assert (f"finished points made by another toolkit version count as done (1 by 0.1.0; this is "
+            f"{toolkit_version()})") in again.stream.getvalue()
+
+
 def test_a_crashed_run_with_a_checkpoint_is_resumed_by_the_retry(tmp_path, env):
     spec = load_spec(make_spec(tmp_path, [77]))
     points = expand(spec)
@@ -197,7 +214,8 @@ from sweeps.runner import SweepOptions, run_sweep
 from sweeps.spec import load_spec
 spec = load_spec(sys.argv[1])
 opts = SweepOptions(jobs=2, tracking_uri=sys.argv[2], train_cmd=fake.command(), grace_s=10,
-                    workdir=Path(sys.argv[4]), worker_id=sys.argv[5], poll_s=0.5)
+                    workdir=Path(sys.argv[4]), worker_id=sys.argv[5], poll_s=0.5,
+                    heartbeat_s=float(sys.argv[6]) if len(sys.argv) > 6 else 60.0)
 sys.exit(run_sweep(spec, expand(spec), opts).exit_code)
 """
 
@@ -252,3 +270,35 @@ def test_a_sigtermed_workers_point_is_handed_back_and_resumed_by_another_worker(
     assert len(points) == 1 and points[0].info.status == "FINISHED"
     assert first["resume"] is None and resumed["resume"] == points[0].info.run_id
     assert first["tags"]["dqt.worker"].startswith("a|") and resumed["tags"]["dqt.worker"].startswith("b|")
+
+
+@pytest.mark.slow  # a sweep subprocess and two stand-in trainers: ~15 s
+def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue(tmp_path, env):
+    """A worker cut off from the queue longer than the grace period is judged dead by its peers,
+    which reap its claim and offer the point again. When its heartbeat thread finds the claim
+    gone, it stops that run (SIGTERM: a checkpoint, no further writes) instead of racing the
+    next claimer; here it claims the re-offered point itself and resumes it."""
+    from optuna.trial import TrialState
+
+    from sweeps.claims import ClaimQueue, default_storage
+
+    spec_path = make_spec(tmp_path, [55])
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
+                              str(env["work"]), "a", "0.5"],
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any("waiting" in e for e in events(env["log"])) and time.monotonic() < deadline:
+        assert sweep.poll() is None, sweep.communicate()[1]
+        time.sleep(0.2)
+    queue = ClaimQueue(default_storage(env["uri"]), "sweep/demo/quick")
+    (held,) = queue.storage.get_all_trials(queue.study_id, states=(TrialState.RUNNING,))
+    tid = queue.storage.get_trial_id_from_study_id_trial_number(queue.study_id, held.number)
+    queue.storage.set_trial_user_attr(tid, "reaped_by", "a peer")  # what `reap_stale` does to a dead claim
+    queue.storage.set_trial_state_values(tid, TrialState.FAIL)
+    queue.sync(expand(load_spec(spec_path)), finished=set())  # ... and offers the point again
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 0, err
+    assert "was reaped by another worker" in err and "LOST" in err and "1 finished now" in err
+    first, resumed = starts(env["log"])
+    (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
+    assert first["resume"] is None and resumed["resume"] == run.info.run_id and run.info.status == "FINISHED"

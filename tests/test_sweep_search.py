@@ -12,7 +12,7 @@ import pytest
 from analysis.auc import budget_auc, normalized_auc
 from core.config import RunConfig
 from core.tracking import ensure_store
-from sweeps.claims import open_storage
+from sweeps.claims import open_storage, study_name
 from sweeps.runner import SweepOptions
 from sweeps.search import run_search, success_auc, suggest
 from sweeps.spec import load_spec
@@ -89,7 +89,9 @@ def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, ca
     assert result.exit_code == 0 and result.completed == 3
     # the stand-in's success curve rises linearly to min(1, 1000 lr): AUC = 500 lr
     assert result.best_value == pytest.approx(500 * result.best_params["learner.lr"])
-    assert "search/demo/quick: best max AUC" in capsys.readouterr().out
+    name = study_name("search", spec)
+    assert name == f"search/demo/quick/{spec.content_hash}"
+    assert f"{name}: best max AUC" in capsys.readouterr().out
 
     client = MlflowClient(env)
     runs = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
@@ -97,7 +99,7 @@ def test_search_records_the_best_trial_and_continues_the_study(tmp_path, env, ca
     assert parent.data.tags["dqt.mode"] == "search" and parent.info.status == "FINISHED"
     assert float(parent.data.tags["best.value"]) == pytest.approx(result.best_value)
     assert float(parent.data.params["best.learner.lr"]) == result.best_params["learner.lr"]
-    study = optuna.load_study(study_name="search/demo/quick", storage=open_storage(str(tmp_path / "optuna.journal")))
+    study = optuna.load_study(study_name=name, storage=open_storage(str(tmp_path / "optuna.journal")))
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(trials) == 3
     # a trial that samples a configuration already FINISHED in the store reuses its run
@@ -124,3 +126,11 @@ def test_a_search_whose_trials_all_fail_ends(tmp_path, env):
     result = run_search(spec, SweepOptions(tracking_uri=env, train_cmd=fake.command(), stream=io.StringIO(),
                                            workdir=tmp_path / "work"))
     assert result.exit_code == 1 and result.failed == 2 and result.completed == 0
+
+
+def test_two_search_specs_of_one_name_do_not_share_a_study(tmp_path):
+    a = load_spec(make_spec(tmp_path, "learner.lr: {choices: [1.0e-4, 5.0e-4]}", n_trials=3))
+    b = load_spec(make_spec(tmp_path, "learner.lr: {choices: [1.0e-4, 1.0e-3]}", n_trials=3))
+    c = load_spec(make_spec(tmp_path, "learner.lr: {choices: [1.0e-4, 5.0e-4]}", n_trials=3))
+    assert a.name == b.name and study_name("search", a) != study_name("search", b)
+    assert study_name("search", a) == study_name("search", c)  # the same spec finds its study again

@@ -55,7 +55,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def with_retry(fn: Callable[[], T], what: str, timeout_s: float = 60.0,
-               on_retry: Callable[[BaseException], None] | None = None) -> T:
+               on_retry: Callable[[BaseException], None] | None = None, service: str = "MLflow") -> T:
     """Call ``fn()`` until it succeeds, retrying transient errors with exponential backoff and
     jitter for up to `timeout_s`; permanent errors propagate at once.
 
@@ -72,9 +72,9 @@ def with_retry(fn: Callable[[], T], what: str, timeout_s: float = 60.0,
                 raise
             pause = delay * random.uniform(0.5, 1.5)
             if time.monotonic() + pause > deadline:
-                raise TrackingError(f"MLflow {what} still failing after {timeout_s:.0f} s: {first_line(exc)}") from exc
+                raise TrackingError(f"{service} {what} still failing after {timeout_s:.0f} s: {first_line(exc)}") from exc
             if on_retry is not None:
                 on_retry(exc)
-            log.debug("MLflow %s: transient error, retrying in %.2f s: %s", what, pause, exc)
+            log.debug("%s %s: transient error, retrying in %.2f s: %s", service, what, pause, exc)
             time.sleep(pause)
             delay = min(delay * 2.0, 2.0)
