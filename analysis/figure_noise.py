@@ -102,6 +102,15 @@ def _robust_title(value: Any) -> str:
     return f"robust reward ({value} of the noisy draws)"
 
 
+def noise_label(data: ExperimentRuns) -> str:
+    """How the runs' noise kinds name themselves (`core.noise.NOISE_KINDS`): "N(μ, σ²)" for the paper's."""
+    from core.noise import NOISE_KINDS
+
+    kinds = sorted({str(k) for k in data.runs["noise.kind"].dropna()}) if "noise.kind" in data.runs else []
+    labels = [NOISE_KINDS.get(k).label if k in NOISE_KINDS else k for k in kinds or ["gaussian"]]
+    return " / ".join(labels)
+
+
 def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
     """Eval return above eval success vs env steps: row pairs fix μ (σ varies) or σ (μ varies);
     columns per robust estimator, noisy (none) first -- 4 rows x 2 columns for the paper's noise
@@ -133,6 +142,6 @@ def figure_noise(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0
                 if metric == SUCCESS:
                     ax.set_ylim(-0.03, 1.03)
     ref = f"\ndashed black: {NOISE_FREE_LABEL}, the same in every panel" if reference else ""
-    fig.suptitle(f"{data.name}: eval return and success under reward noise N(μ, σ²), noisy vs robust reward\n"
-                 f"{band_note(statistic)}{ref}")
+    fig.suptitle(f"{data.name}: eval return and success under reward noise {noise_label(data)}, noisy vs robust "
+                 f"reward\n{band_note(statistic)}{ref}")
     return fig

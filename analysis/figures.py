@@ -82,7 +82,7 @@ def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 
     schedules = column(data, LR_KEY, LR_ORDER)
     label_keys = [k for k in data.varied if k != LR_KEY]
     colors = label_colors([config_label(c, label_keys) for _, c in data.configs.iterrows()])
-    fig, axes = new_figure(2, len(schedules))
+    fig, axes = new_figure(len(step_rows(data)), len(schedules))
     for r, (metric, ylabel) in enumerate(step_rows(data)):
         curves = metric_curves(data.tidy, metric)
         for c, schedule in enumerate(schedules):
@@ -232,7 +232,7 @@ def applicable(data: ExperimentRuns) -> list[str]:
     names = ["success"]
     if any(k in data.varied for k in AGENTS_KEYS):
         names.append("agents")
-        if (data.tidy["metric"] == WALL).any():
+        if (data.tidy["metric"] == WALL).any() and (data.tidy["metric"] == SUCCESS).any():
             names.append("agents_time")
     if any(k in data.varied for k in NOISE_KEYS):
         names.append("noise")

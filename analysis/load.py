@@ -3,7 +3,7 @@
 The tidy table has one row per (run, metric, step) and these columns:
 
     run_id, run_name, status, start_time, end_time, parent_run_id    the run (times in ms)
-    config_hash, seed, sweep, profile                                its dqt tags
+    config_hash, seed, sweep, profile, success_signal                its dqt tags
     metric, step, value, timestamp                                   one logged point
     <param key>, ...                                                 e.g. "trainer.num_agents"
 
@@ -46,9 +46,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis.store import find_experiment, open_client, training_runs
 from core.config import SEED_KEY, config_hash
+from core.metrics import EVAL_RETURN, SUCCESS  # noqa: F401 - declared once, with the other metrics
 
-SUCCESS = "eval/success_rate"
-EVAL_RETURN = "eval/return"  # greedy, noise-free eval episodes, logged with eval/success_rate
 RETURN = "train/episode_return"
 WALL = "time/wall_s"
 
@@ -57,7 +56,7 @@ SEED_PARAMS = frozenset({SEED_KEY})
 
 RUN_COLUMNS = (
     "run_id", "run_name", "status", "start_time", "end_time", "parent_run_id",
-    "config_hash", "seed", "sweep", "profile",
+    "config_hash", "seed", "sweep", "profile", "success_signal",
 )
 POINT_COLUMNS = ("metric", "step", "value", "timestamp")
 BASE_COLUMNS = RUN_COLUMNS + POINT_COLUMNS
@@ -140,6 +139,8 @@ def run_row(run: Run) -> dict[str, Any]:
         "seed": parse_value(tags.get("seed", params.get("trainer.seed"))),
         "sweep": tags.get("sweep"),
         "profile": tags.get("profile"),
+        # "false": the task reports no success flag, so it is judged by its return alone
+        "success_signal": tags.get("dqt.success_signal"),
     }
     for key, value in params.items():
         row[f"param.{key}" if key in BASE_COLUMNS else key] = parse_value(value)

@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 
 from analysis.auc import common_range, resample, union_grid
 from analysis.labels import config_label, short_names
-from analysis.load import EVAL_RETURN, SUCCESS, Curve
+from analysis.load import Curve
 from analysis.selection import ExperimentRuns
 from analysis.stats import curve_band
+from core.metrics import EVAL_METRICS, EVAL_RETURN
 
 STEP_LABEL = "env steps (all agents)"
 STEP_LABEL_PER_AGENT = "env steps per agent (each agent ran the budget)"
@@ -32,7 +33,7 @@ SUCCESS_LABELS = {
     "any-step": "eval success, any step (MetaWorld's)",
 }
 SUCCESS_LABEL = SUCCESS_LABELS["last-step"]
-EVAL_RETURN_LABEL = "eval return (full episode, env reward)"
+EVAL_RETURN_LABEL = EVAL_METRICS.get(EVAL_RETURN).label
 AUC_LABEL = "success AUC (normalised, 0–1)"
 
 AGENTS_KEYS = ("trainer.num_agents", "learner.lr_schedule")
@@ -194,9 +195,10 @@ def format_steps(value: float, _pos: object = None) -> str:
 
 
 def step_rows(data: ExperimentRuns) -> tuple[tuple[str, str], ...]:
-    """The rows of every figure against env steps: eval return above eval success, with the
-    success convention of the runs on the axis."""
-    return (EVAL_RETURN, EVAL_RETURN_LABEL), (SUCCESS, data.success_label)
+    """The rows of every figure against env steps: the declared figure metrics the runs have
+    (`core.metrics.figure_metrics`: eval return above eval success, then any registered one),
+    success labelled with the runs' convention (`analysis.selection.figure_rows`)."""
+    return data.rows
 
 
 def steps_axis(ax: Any, label: str = STEP_LABEL) -> None:

@@ -36,8 +36,16 @@ from analysis.store import find_experiment, latest_parent_run, open_client
 from core.config import ConfigError
 
 ARTIFACT_PATH = "report"
-# The figures need only these; the cache still holds every metric of a run.
-FIGURE_METRICS = (SUCCESS, EVAL_RETURN, WALL)
+
+
+def figure_metric_names() -> tuple[str, ...]:
+    """The metrics the figures read (the declared figure rows, success for the AUC, wall time);
+    the cache still holds every metric of a run."""
+    from core.metrics import figure_metrics
+
+    return tuple(dict.fromkeys([*(m.name for m in figure_metrics()), SUCCESS, EVAL_RETURN, WALL]))
+
+
 BOOTSTRAP_RESAMPLES = 10_000
 
 
@@ -196,10 +204,10 @@ def build_report(
     profile.
     """
     client = client or open_client(tracking_uri)
-    tidy = load_tidy(experiment, tracking_uri, cache_dir=cache_dir, metrics=FIGURE_METRICS, client=client)
+    tidy = load_tidy(experiment, tracking_uri, cache_dir=cache_dir, metrics=figure_metric_names(), client=client)
     if tidy.empty:
         raise ConfigError(f"experiment '{experiment}' has no training runs with metrics in {tracking_uri}")
-    data = prepare(experiment, tidy, include_unfinished, profile)
+    data = prepare(experiment, tidy, include_unfinished, profile, figures=True)
     auc = auc_table(data, n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
     out_dir = Path(out_root) / _safe_name(experiment)
     files: list[Path] = []

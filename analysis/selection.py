@@ -133,6 +133,7 @@ class ExperimentRuns:
         profile: the sweep profile shown (None: no profile tag, or every profile).
         step_label: what the tidy table's steps count (`on_budget_clock`).
         success_label: which success convention eval/success_rate holds (`success_convention`).
+        rows: the declared figure metrics these runs have (`figure_rows`), one row each.
     """
 
     name: str
@@ -144,6 +145,7 @@ class ExperimentRuns:
     profile: str | None = None
     step_label: str = "env steps (all agents)"
     success_label: str = "eval success, last step (the paper's)"
+    rows: tuple[tuple[str, str], ...] = ()  # (metric, axis label) of every figure against env steps
 
 
 def on_budget_clock(runs: pd.DataFrame, tidy: pd.DataFrame) -> tuple[pd.DataFrame, str, list[str]]:
@@ -169,6 +171,32 @@ def on_budget_clock(runs: pd.DataFrame, tidy: pd.DataFrame) -> tuple[pd.DataFram
                                     "are one agent's (env steps / num_agents), the others' all agents'"]
 
 
+def figure_rows(name: str, runs: pd.DataFrame, tidy: pd.DataFrame, success_label: str,
+                strict: bool = True) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """The rows of every figure against env steps: the declared figure metrics
+    (`core.metrics.figure_metrics`), each with its axis label, and a note for what is left out.
+
+    A success metric is left out when every run's task reports no success flag (those runs are
+    judged by their return alone); any other declared metric that no run logged is an error
+    that names it, since a figure must not silently show "no runs" where a metric is missing
+    (with `strict` off, e.g. for a table read with only some metrics, it is left out)."""
+    from core.metrics import SUCCESS, figure_metrics
+
+    logged = set(tidy["metric"].unique()) if len(tidy) else set()
+    no_signal = "success_signal" in runs.columns and len(runs) and (runs["success_signal"] == "false").all()
+    rows, notes = [], []
+    for m in figure_metrics():
+        if m.name in logged:
+            rows.append((m.name, success_label if m.name == SUCCESS else m.label))
+        elif m.needs_success and no_signal:
+            notes.append(f"the task reports no success signal: its runs are judged by their return alone "
+                         f"(no {m.name})")
+        elif strict:
+            raise ConfigError(f"experiment '{name}': no run logged the figure metric '{m.name}' "
+                              f"({m.label}; declared in core.metrics)")
+    return tuple(rows), notes
+
+
 def success_convention(runs: pd.DataFrame) -> tuple[str, list[str]]:
     """The axis label of eval/success_rate for these runs, and a note if they mix conventions."""
     from analysis.plotting import SUCCESS_LABELS
@@ -184,10 +212,12 @@ def success_convention(runs: pd.DataFrame) -> tuple[str, list[str]]:
 
 
 def prepare(
-    name: str, tidy: pd.DataFrame, include_unfinished: bool = False, profile: str | None = None
+    name: str, tidy: pd.DataFrame, include_unfinished: bool = False, profile: str | None = None,
+    figures: bool = False,
 ) -> ExperimentRuns:
     """Select the runs of a tidy table (one profile, finished, once per point) and name their
-    configurations.  Raises ConfigError for a `profile` that no run has."""
+    configurations.  Raises ConfigError for a `profile` that no run has, and, for `figures`,
+    for a declared figure metric that no run logged (`figure_rows`)."""
     runs, profile, notes = select_profile(run_table(tidy), profile)
     runs, more = select_runs(runs, include_unfinished)
     notes += more
@@ -198,4 +228,6 @@ def prepare(
     kept = tidy[tidy["run_id"].isin(set(runs["run_id"]))]
     kept, step_label, more = on_budget_clock(runs, kept)
     success_label, also = success_convention(runs)
-    return ExperimentRuns(name, kept, runs, configs, varied, notes + more + also, profile, step_label, success_label)
+    rows, left_out = figure_rows(name, runs, kept, success_label, strict=figures)
+    return ExperimentRuns(name, kept, runs, configs, varied, notes + more + also + left_out, profile, step_label,
+                          success_label, rows)

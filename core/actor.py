@@ -112,8 +112,8 @@ def agent_main(agent_id: int, cfg: RunConfig, ch: AgentChannels, parent_pid: int
         rewards[:] = noise(rewards)  # DQT eq. 13/15: training rewards only, evaluation stays clean
         # the return in env-reward units (the peers' logged return), whatever env.reward_scale
         ch.to_learner.send(EpisodeMsg(agent_id, os.getpid(), lanes[i], slot, st.length, st.terminated,
-                                      st.true_return / cfg.env.reward_scale, st.success, ch.board.pulled_updates,
-                                      policy.last_epsilon, st.t_start, st.t_end))
+                                      st.true_return / cfg.env.reward_scale, st.success, st.has_success,
+                                      ch.board.pulled_updates, policy.last_epsilon, st.t_start, st.t_end))
 
     try:
         run_lanes(envs, policy, cfg.model.num_bins, arrays, claim, next_slot, episode_done, time.time,

@@ -28,8 +28,6 @@ import yaml
 from core.names import did_you_mean
 
 LR_SCHEDULES = ("constant", "linear", "log-curve", "linear-log-n", "linear-n")
-ROBUST_ESTIMATORS = ("none", "median", "mean", "trimmed-mean")
-NOISE_KINDS = ("gaussian", "student-t")
 TD_LOSSES = ("mse", "huber")
 MODES = ("sync", "async")
 REPLAY_SAMPLING = ("uniform", "return-weighted")
@@ -189,11 +187,13 @@ class ExplorationConfig:
 class NoiseConfig:
     """Noise added to training rewards, and the robust estimator that sees it."""
 
-    kind: str = doc("gaussian", f"Reward noise distribution, one of {NOISE_KINDS}.")
+    kind: str = doc("gaussian", "Reward noise distribution: a registered noise kind (core.noise.NOISE_KINDS; built "
+                                "in: gaussian, student-t).")
     mean: float = doc(0.0, "mu: mean of the noise added to every training reward (DQT eq. 12).")
     std: float = doc(0.0, "sigma: standard deviation of that noise (a true std; 0 disables noise).")
     df: float = doc(3.0, "Degrees of freedom of student-t noise (scaled so its std is `std`).")
-    robust: str = doc("none", f"Estimator over `samples` noisy draws, one of {ROBUST_ESTIMATORS} (DQT eq. 15).")
+    robust: str = doc("none", "Estimator over `samples` noisy draws (DQT eq. 15): none, or a registered one "
+                              "(core.noise.ESTIMATORS; built in: median, mean, trimmed-mean).")
     samples: int = doc(100, "M: noisy reward draws the robust estimator sees (DQT eq. 14).")
     trim_fraction: float = doc(0.1, "Fraction cut from each tail by the trimmed-mean estimator.")
     before_reward_scale: bool = doc(True, "Draw the noise (and take the robust estimate) on a decision's unscaled "
@@ -203,12 +203,18 @@ class NoiseConfig:
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
-        need(self.kind in NOISE_KINDS, "noise.kind", f"must be one of {', '.join(NOISE_KINDS)}")
+        from core.noise import (  # the registries (their plugins may import this module)
+            NOISE_KINDS,
+            robust_names,
+        )
+
+        need(self.kind in NOISE_KINDS, "noise.kind",
+             f"must be a registered noise kind, one of {', '.join(NOISE_KINDS.names())} (got '{self.kind}')")
         need(math.isfinite(self.mean), "noise.mean", "must be finite")
         need(self.std >= 0 and math.isfinite(self.std), "noise.std", f"must be >= 0 (got {self.std})")
         need(self.df > 2, "noise.df", "must be > 2 so the student-t noise has a finite std")
-        need(self.robust in ROBUST_ESTIMATORS, "noise.robust",
-             f"must be one of {', '.join(ROBUST_ESTIMATORS)} (got '{self.robust}')")
+        need(self.robust in robust_names(), "noise.robust",
+             f"must be one of {', '.join(robust_names())} (got '{self.robust}')")
         need(self.samples >= 1, "noise.samples", "must be >= 1")
         need(0.0 <= self.trim_fraction < 0.5, "noise.trim_fraction", "must be in [0, 0.5)")
 

@@ -2,8 +2,8 @@
 
 The learner sends a weight snapshot with the env step it belongs to; evaluating in a
 process of its own keeps the learner training while MetaWorld episodes roll. Episodes run
-to the time limit (``eval.stop_on_success`` off) and are scored under both success
-conventions (`core.envs.evaluation`).
+to the time limit (``eval.stop_on_success`` off) and every registered eval metric is
+computed from them (`core.metrics.EVAL_METRICS`: return, success under both conventions, ...).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import torch
 from core.bins import to_continuous
 from core.config import RunConfig
 from core.decode import GreedyDecoder
-from core.envs import make_run_env, run_eval_episodes
+from core.envs import make_run_env
+from core.envs.evaluation import play_eval_episodes
 from core.messages import EvalRequest, EvalResult
+from core.metrics import eval_values
 from core.model import QTransformer
 from core.procutil import become_child_of_run, exit_now, parent_alive
 from core.seeding import generator
@@ -56,6 +58,6 @@ def eval_main(cfg: RunConfig, obs_dim: int, action_dims: int, requests: Any, res
             exit_now(0)
         load_flat(model, torch.from_numpy(np.asarray(req.weights, dtype=np.float32)))
         decoder.refresh()
-        out = run_eval_episodes(env, policy, cfg.eval.episodes, cfg.eval.stop_on_success, cfg.eval.success)
-        results.put(EvalResult(req.env_steps, out["success_rate"], out["success_last_step"], out["success_any_step"],
-                               out["return"], out["length"] * cfg.env.action_repeat))
+        episodes = play_eval_episodes(env, policy, cfg.eval.episodes, cfg.eval.stop_on_success,
+                                      cfg.env.action_repeat)
+        results.put(EvalResult(req.env_steps, eval_values(episodes, cfg), any(e.has_success for e in episodes)))

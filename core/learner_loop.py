@@ -26,6 +26,7 @@ from core.config import RunConfig
 from core.learner import Learner
 from core.messages import AgentDone, AgentMsg, EpisodeMsg, EvalRequest, EvalResult
 from core.metric_window import AgentLog, Window
+from core.metrics import SUCCESS, train_values
 from core.progress import Progress
 from core.replay import ReplayBuffer
 from core.seeding import generator, torch_seed
@@ -82,6 +83,7 @@ class LearnerLoop:
         self.next_eval = self.env_steps
         self.pending_evals: set[int] = set()
         self.last_success: float | None = None
+        self.success_signal: bool | None = None  # known from the first evaluation
         self.backlog_at_end = 0  # updates owed when the agents finished; finish() works them off
         self.window = Window(self.env_steps)
         self.agent_log = AgentLog()
@@ -141,8 +143,7 @@ class LearnerLoop:
         self.episodes += 1
         # policy lag, the same in both modes: learner updates made since the weights the episode acted with
         self.window.episode(self.learner.updates - msg.weights_updates, msg.epsilon)
-        self.tracker.log_metrics({"train/episode_return": msg.true_return, "train/success": float(msg.success)},
-                                 step=self.env_steps)
+        self.tracker.log_metrics(train_values(msg, self.cfg), step=self.env_steps)
         if self.cfg.trainer.mode == "sync":  # the paper: train on the episode, publish, then let it go on
             self.train_updates(self.updates_owed())
         self.pool.received(msg)
@@ -202,12 +203,11 @@ class LearnerLoop:
                     raise RuntimeError("the evaluation process stopped before finishing its episodes") from None
                 continue
             self.pending_evals.discard(res.env_steps)
-            self.last_success = res.success_rate
-            self.tracker.log_metrics({"eval/success_rate": res.success_rate,
-                                      "eval/success_last_step": res.success_last_step,
-                                      "eval/success_any_step": res.success_any_step,
-                                      "eval/return": res.ret, "eval/episode_length": res.length},
-                                     step=res.env_steps)
+            self.last_success = res.values.get(SUCCESS)
+            if self.success_signal is None:  # the analysis draws a task without one by its return alone
+                self.success_signal = res.has_success
+                self.tracker.set_tags({"dqt.success_signal": str(res.has_success).lower()})
+            self.tracker.log_metrics(res.values, step=res.env_steps)
 
     # ---- logging and ending -------------------------------------------------------------
     def log_window(self, final: bool = False) -> None:

@@ -25,6 +25,7 @@ class EpisodeMsg:
     terminated: bool  # False: truncated, so the learner bootstraps the last step
     true_return: float  # in env-reward units (unscaled) and before reward noise: train/episode_return
     success: bool  # under the run's eval.success convention
+    has_success: bool  # the env reported a success flag at all
     weights_updates: int  # learner update count of the weights the episode acted with (policy lag)
     epsilon: float
     t_start: float  # wall clock (time.time), comparable across processes
@@ -62,8 +63,5 @@ class EvalResult:
     """Evaluator -> learner."""
 
     env_steps: int
-    success_rate: float  # under the run's eval.success convention
-    success_last_step: float
-    success_any_step: float
-    ret: float  # mean undiscounted return of the evaluation episodes, in env-reward units
-    length: float  # mean env steps (decisions x env.action_repeat) per evaluation episode
+    values: dict[str, float]  # every registered eval metric with a value (`core.metrics.eval_values`)
+    has_success: bool  # the task reported a success flag in these episodes

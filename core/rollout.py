@@ -26,6 +26,7 @@ class EpisodeStats:
     terminated: bool
     true_return: float  # undiscounted and noise-free: what the agent really earned
     success: bool  # under the run's eval.success convention (core.envs.episode_successes)
+    has_success: bool  # the env reported a success flag (a task without one is judged by return)
     budget_hit: bool  # the run's env-step budget ran out during this episode
     t_start: float = 0.0
     t_end: float = 0.0
@@ -115,7 +116,7 @@ def run_lanes(
 
     def end(i: int, terminated: bool, budget_hit: bool) -> None:
         ok = episode_successes(successes[i], last_success[i])[success]
-        stats = EpisodeStats(t[i], terminated, ret[i], ok, budget_hit, started[i], clock())
+        stats = EpisodeStats(t[i], terminated, ret[i], ok, bool(successes[i]), budget_hit, started[i], clock())
         if t[i] > 0:
             episode_done(i, slot[i], stats)
         slot[i] = None if budget_hit else next_slot(i)
@@ -142,8 +143,10 @@ def run_lanes(
             arrays[i].obs[s, k + 1] = o
             obs[i] = o
             ret[i] += float(reward)
-            any_flag, last_success[i] = step_success(info)
-            successes[i].append(any_flag)
+            flag = step_success(info)
+            if flag is not None:
+                successes[i].append(flag[0])
+                last_success[i] = flag[1]
             t[i] = k + 1
             if terminated or truncated or t[i] >= max_len:
                 end(i, bool(terminated), budget_hit=False)

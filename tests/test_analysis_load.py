@@ -57,9 +57,9 @@ def test_tidy_table_columns_and_values(store):
     client, uri, ids = store
     tidy = load_tidy("exp", uri)
     assert len(tidy) == 2 * 8 and ids["parent"] not in set(tidy["run_id"])
-    assert list(tidy.columns[:14]) == ["run_id", "run_name", "status", "start_time", "end_time", "parent_run_id",
-                                       "config_hash", "seed", "sweep", "profile", "metric", "step", "value",
-                                       "timestamp"]
+    assert list(tidy.columns[:15]) == ["run_id", "run_name", "status", "start_time", "end_time", "parent_run_id",
+                                       "config_hash", "seed", "sweep", "profile", "success_signal", "metric", "step",
+                                       "value", "timestamp"]
     # Raw param keys as columns; one colliding with a base column ("seed") is renamed.
     assert {"trainer.num_agents", "noise.std", "trainer.seed", "param.seed"} <= set(tidy.columns)
     row = tidy[(tidy["run_id"] == ids["seed1"]) & (tidy["metric"] == "eval/success_rate") & (tidy["step"] == 300)]

@@ -29,10 +29,13 @@ def test_canonical_task_toy_and_paper_tasks():
     assert set(PAPER_TASKS) < set(TASKS) and "toy-reach" in TASKS
 
 
-def test_tasks_come_from_installed_metaworld():
+def test_tasks_come_from_the_registered_families():
+    import gymnasium as gym
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    assert set(TASKS) == set(ALL_V3_ENVIRONMENTS) | {"toy-reach"}
+    gym_tasks = {f"gym:{k}" for k in gym.registry if not k.startswith("Meta-World/")}
+    assert set(TASKS) == set(ALL_V3_ENVIRONMENTS) | {"toy-reach"} | gym_tasks
+    assert "gym:Pendulum-v1" in TASKS
 
 
 @pytest.mark.parametrize(
@@ -53,7 +56,9 @@ def test_unknown_task_suggests_close_match(name, suggestion):
 
 
 def test_unknown_task_without_close_match():
-    with pytest.raises(ConfigError, match=r"^unknown task 'xyzzy'; expected a MetaWorld v3 task id"):
+    with pytest.raises(ConfigError, match=r"^unknown task 'xyzzy'; expected a task of a registered env family "
+                                          r"\(toy-reach, metaworld, gymnasium: e.g. 'toy-reach', 'door-unlock-v3', "
+                                          r"'gym:Pendulum-v1'\)$"):
         canonical_task("xyzzy")
 
 

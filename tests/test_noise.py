@@ -47,7 +47,8 @@ def test_mean_estimator_spread_is_one_over_sqrt_m():
 
 def test_robust_estimate_hand_values():
     draws = np.array([[1.0, 2.0, 3.0, 100.0, -50.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
-    assert robust_estimate(draws, "median")[0] == 4.5
-    assert robust_estimate(draws, "mean")[0] == pytest.approx(8.6)
+    cfg = NoiseConfig(trim_fraction=0.1)
+    assert robust_estimate(draws, "median", cfg)[0] == 4.5
+    assert robust_estimate(draws, "mean", cfg)[0] == pytest.approx(8.6)
     # trim 10% of 10 = 1 from each end: drop -50 and 100 -> mean of 1..8 = 4.5
-    assert robust_estimate(draws, "trimmed-mean", 0.1)[0] == 4.5
+    assert robust_estimate(draws, "trimmed-mean", cfg)[0] == 4.5

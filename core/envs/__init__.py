@@ -1,9 +1,11 @@
 """Task layer: task names, env construction and evaluation.
 
 Every task is a gymnasium env with a continuous action box [-1, 1]^d, float32
-observations, ``info["success"]`` and episodes that end by truncation.  Two families:
-MetaWorld v3 (any id of the installed package, e.g. ``door-unlock-v3``) and the built-in
-``toy-reach`` (pure numpy, for tests and demos).
+observations, ``info["success"]`` where the task has a success signal, and episodes that
+end by truncation. Tasks come from env families (`core.envs.families.ENV_FAMILIES`): the
+built-in ``toy-reach`` (pure numpy, for tests and demos), MetaWorld v3 (any id of the
+installed package, e.g. ``door-unlock-v3``), and ``gym:<id>`` for any gymnasium env with a
+Box action space; a researcher's family registers the same way.
 """
 
 from __future__ import annotations
@@ -20,16 +22,20 @@ from core.envs.evaluation import (
     run_eval_episodes,
     step_success,
 )
-from core.envs.metaworld_env import EPISODE_STEPS, benchmark_goals, make_metaworld_env, metaworld_task_ids
+from core.envs.families import ENV_FAMILIES, EnvFamily, EnvOptions
+from core.envs.metaworld_env import benchmark_goals
 from core.envs.protocol import ActionRepeat
-from core.envs.toy_reach import TOY_EPISODE_STEPS, ToyReachEnv, move_to_goal_policy
+from core.envs.toy_reach import TOY_REACH, ToyReachEnv, move_to_goal_policy
 from core.names import did_you_mean
 
-TOY_REACH = "toy-reach"
 PAPER_TASKS = ("door-unlock-v3", "hammer-v3", "reach-wall-v3", "plate-slide-v3")
 
 __all__ = [
+    "ENV_FAMILIES",
+    "LAST_ENV_STEP_SUCCESS",
     "ActionRepeat",
+    "EnvFamily",
+    "EnvOptions",
     "PAPER_TASKS",
     "TASKS",
     "TOY_REACH",
@@ -37,9 +43,9 @@ __all__ = [
     "benchmark_goals",
     "canonical_task",
     "decisions_per_episode",
-    "LAST_ENV_STEP_SUCCESS",
     "episode_success",
     "episode_successes",
+    "family_of",
     "make_env",
     "make_run_env",
     "move_to_goal_policy",
@@ -51,33 +57,32 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # TASKS is computed on first use so that importing core.envs does not load MuJoCo.
     if name == "TASKS":
-        return (*metaworld_task_ids(), TOY_REACH)
+        return tuple(t for _, family in ENV_FAMILIES.items() for t in dict.fromkeys(family.spellings().values()))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def canonical_task(name: str) -> str:
-    """The canonical id of a task name, or a one-line `ConfigError` with a suggestion.
-
-    Accepts the id itself (``door-unlock-v3``), the short name (``door-unlock``), the
-    paper's ``mw-`` prefix (``mw-door-unlock``), any case, and ``_`` for ``-``.
-    """
+def family_of(name: str) -> tuple[EnvFamily, str]:
+    """The family a task name belongs to and the task's canonical id, or a one-line
+    `ConfigError` with a suggestion. The families are asked in registration order."""
+    for _, family in ENV_FAMILIES.items():
+        task = family.resolve(name)
+        if task is not None:
+            return family, task
+    spellings: dict[str, str] = {}
+    for _, family in ENV_FAMILIES.items():
+        spellings |= dict(family.spellings())
     key = name.strip().lower().replace("_", "-")
-    if key == TOY_REACH:
-        return TOY_REACH
-    if key.startswith("mw-"):
-        key = key[3:]
-    ids = metaworld_task_ids()
-    for candidate in (key, f"{key}-v3"):
-        if candidate in ids:
-            return candidate
-    # Suggest among ids and short names alike, so "door-unlok" finds "door-unlock".
-    spellings = {task: task for task in ids} | {task.removesuffix("-v3"): task for task in ids}
-    spellings[TOY_REACH] = TOY_REACH
-    hint = did_you_mean(key, spellings, shown=spellings)
-    raise ConfigError(
-        f"unknown task '{name}'{hint}; expected a MetaWorld v3 task id of the installed "
-        f"package ({len(ids)} known, e.g. '{PAPER_TASKS[0]}') or '{TOY_REACH}'"
-    )
+    key = key[3:] if key.startswith("mw-") else key
+    hint = did_you_mean(key, spellings, shown=spellings) or did_you_mean(name.strip(), spellings, shown=spellings)
+    examples = ", ".join(f"'{family.example}'" for _, family in ENV_FAMILIES.items())
+    raise ConfigError(f"unknown task '{name}'{hint}; expected a task of a registered env family "
+                      f"({', '.join(ENV_FAMILIES.names())}: e.g. {examples})")
+
+
+def canonical_task(name: str) -> str:
+    """The canonical id of a task name (``door-unlock``, ``mw-door-unlock`` -> ``door-unlock-v3``;
+    ``gym:Pendulum-v1``), or a one-line `ConfigError` with a suggestion."""
+    return family_of(name)[1]
 
 
 def make_env(
@@ -100,33 +105,30 @@ def make_env(
 
     Args:
         task: Any name `canonical_task` accepts.
-        seed: Seeds the episode stream (which variant each reset visits) and the action space.
+        seed: Seeds the episode stream (which goal each reset visits) and the action space.
         episode_length: If > 0, truncate episodes after this many env steps; 0 keeps the
-            task's own length (500 for MetaWorld, 30 for toy-reach).
+            task's own length (500 for MetaWorld, 30 for toy-reach, the gymnasium spec's).
         terminate_on_success: Terminate at the first success (evaluation-style episodes).
         action_repeat: Env steps per step of the returned env (`ActionRepeat`).
         reward_scale: Multiplies the summed reward of those env steps.
         benchmark_seed: MetaWorld: picks the benchmark's 50 goal variants (None: ``seed``);
-            every env of one run passes the same value. Ignored by toy-reach.
+            every env of one run passes the same value. Ignored by the other families.
         cycle_variants: MetaWorld: visit the variants in order (evaluation).
         goals: MetaWorld: ``mt1`` (the benchmark's 50 variants, MetaWorld's own) or ``fresh``
             (a new goal at every reset, the peers'). toy-reach always draws fresh goals.
     """
-    task_id = canonical_task(task)
+    family, task_id = family_of(task)
     if episode_length < 0:
         raise ConfigError(f"episode_length must be >= 0 (0 = the task's own length), got {episode_length}")
-    if task_id == TOY_REACH:
-        kwargs = {"max_episode_steps": episode_length} if episode_length > 0 else {}
-        env: gym.Env = ToyReachEnv(seed=seed, terminate_on_success=terminate_on_success, **kwargs)
-    else:
-        env = make_metaworld_env(task_id, seed, episode_length, terminate_on_success, benchmark_seed,
-                                 cycle_variants, fresh_goals=goals == "fresh")
+    env = family.make(task_id, seed, EnvOptions(episode_length, terminate_on_success, benchmark_seed, cycle_variants,
+                                                goals))
     return ActionRepeat(env, action_repeat, reward_scale) if action_repeat > 1 or reward_scale != 1.0 else env
 
 
 def decisions_per_episode(task: str, episode_length: int, action_repeat: int) -> int:
     """Decisions (steps of the protocol env) in one episode; the env steps must divide evenly."""
-    steps = episode_length or (TOY_EPISODE_STEPS if canonical_task(task) == TOY_REACH else EPISODE_STEPS)
+    family, task_id = family_of(task)
+    steps = episode_length or family.episode_steps(task_id)
     if steps % action_repeat:
         raise ConfigError(f"env.episode_length: the episode's {steps} env steps are not a multiple of "
                           f"env.action_repeat ({action_repeat})")

@@ -30,14 +30,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from core.metrics import EvalEpisode
+
 LAST_ENV_STEP_SUCCESS = "success_last_env_step"
 """info key of a step made of several env steps (action repeat): the success flag of its last
 env step; its ``info["success"]`` is 1 when any of them succeeded."""
 
 
-def step_success(info: dict[str, Any]) -> tuple[float, float]:
-    """(success at any env step of this step, success at its last env step)."""
-    any_flag = float(info.get("success", 0.0))
+def step_success(info: dict[str, Any]) -> tuple[float, float] | None:
+    """(success at any env step of this step, success at its last env step), or None when the
+    env reports no success flag (a task evaluated by its return alone)."""
+    if "success" not in info:
+        return None
+    any_flag = float(info["success"])
     return any_flag, float(info.get(LAST_ENV_STEP_SUCCESS, any_flag))
 
 
@@ -52,14 +57,14 @@ def episode_successes(any_flags: Sequence[float], last_flag: float) -> dict[str,
     return {"any-step": episode_success(any_flags), "last-step": float(last_flag) == 1.0}
 
 
-def run_eval_episodes(
+def play_eval_episodes(
     env: gym.Env,
     policy: Callable[[np.ndarray], np.ndarray],
     episodes: int,
     stop_on_success: bool = False,
-    success: str = "last-step",
-) -> dict[str, float]:
-    """Run ``episodes`` episodes of ``policy`` and summarise them.
+    env_steps_per_step: int = 1,
+) -> list[EvalEpisode]:
+    """Play ``episodes`` episodes of ``policy`` and record each (`core.metrics.EvalEpisode`).
 
     Args:
         env: A fresh-episode-per-``reset()`` env (``make_env``); use one separate from
@@ -69,38 +74,48 @@ def run_eval_episodes(
         stop_on_success: End each episode at its first success, as MetaWorld's
             ``evaluation`` does (its return is then cut short); False plays every episode
             to the time limit, as the peers' evaluations did.
-        success: The convention ``success_rate`` reports: ``last-step`` or ``any-step``.
-
-    Returns:
-        ``success_rate`` (under `success`), ``success_last_step``, ``success_any_step``
-        (fractions of episodes), ``return`` (mean undiscounted episode return) and
-        ``length`` (mean steps per episode).
+        env_steps_per_step: Env steps one step of `env` takes (its action repeat).
     """
     if episodes <= 0:
         raise ValueError(f"episodes must be > 0, got {episodes}")
-    scores: dict[str, list[bool]] = {"any-step": [], "last-step": []}
-    returns, lengths = [], []
+    played = []
     for _ in range(episodes):
         obs, _ = env.reset()
         flags: list[float] = []
-        last, total, steps, done = 0.0, 0.0, 0, False
+        last, total, steps, done, signal = 0.0, 0.0, 0, False, False
         while not done:
             action = np.asarray(policy(obs), dtype=np.float32)
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             steps += 1
-            any_flag, last = step_success(info)
-            flags.append(any_flag)
-            done = terminated or truncated or (stop_on_success and any_flag == 1.0)
-        for name, ok in episode_successes(flags, last).items():
-            scores[name].append(ok)
-        returns.append(total)
-        lengths.append(steps)
-    rates = {name: float(np.mean(v)) for name, v in scores.items()}
+            flag = step_success(info)
+            if flag is not None:
+                signal = True
+                flags.append(flag[0])
+                last = flag[1]
+            done = terminated or truncated or (stop_on_success and bool(flags) and flags[-1] == 1.0)
+        ok = episode_successes(flags, last)
+        played.append(EvalEpisode(total, steps * env_steps_per_step, ok["any-step"], ok["last-step"], signal))
+    return played
+
+
+def run_eval_episodes(
+    env: gym.Env,
+    policy: Callable[[np.ndarray], np.ndarray],
+    episodes: int,
+    stop_on_success: bool = False,
+    success: str = "last-step",
+) -> dict[str, float]:
+    """`play_eval_episodes`, summarised: ``success_rate`` (under `success`: ``last-step`` or
+    ``any-step``), ``success_last_step``, ``success_any_step`` (fractions of episodes),
+    ``return`` (mean undiscounted episode return) and ``length`` (mean steps per episode)."""
+    played = play_eval_episodes(env, policy, episodes, stop_on_success)
+    rates = {"any-step": float(np.mean([e.success_any for e in played])),
+             "last-step": float(np.mean([e.success_last for e in played]))}
     return {
         "success_rate": rates[success],
         "success_last_step": rates["last-step"],
         "success_any_step": rates["any-step"],
-        "return": float(np.mean(returns)),
-        "length": float(np.mean(lengths)),
+        "return": float(np.mean([e.ret for e in played])),
+        "length": float(np.mean([e.length for e in played])),
     }

@@ -44,6 +44,7 @@ class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
             success = max(success, float(info.get("success", 0.0)))
             if terminated or truncated:
                 break
-        last = float(info.get("success", 0.0))
+        if "success" not in info:  # a task without a success signal stays without one
+            return obs, self.scale * total, terminated, truncated, info
         return obs, self.scale * total, terminated, truncated, {**info, "success": success,
-                                                                LAST_ENV_STEP_SUCCESS: last}
+                                                                LAST_ENV_STEP_SUCCESS: float(info["success"])}

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+TOY_REACH = "toy-reach"
 TOY_EPISODE_STEPS = 30
 """toy-reach's own episode length."""
 
