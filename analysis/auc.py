@@ -23,8 +23,9 @@ fairly, since every AUC is the mean of its curve over the same steps.  A run wit
 so.  Runs of different budgets get AUCs over different ranges, which are not comparable: the
 table has a ``budget`` column and the notes (and report.md) keep the budgets apart.
 
-`normalized_auc` is the plain trapezoid over a curve's own eval range (what Optuna search
-uses as its objective); `budget_auc` is the rule above, used by the tables and the report.
+`normalized_auc` is the plain trapezoid over a curve's own eval range (what a run without a
+budget gets); `budget_auc` is the rule above, used by the tables, the report, the sweep's
+parent run and the Optuna search's objective.
 Figures still put a configuration's seeds on one common grid (`common_range`, `union_grid`)
 to draw their mean curve.
 """

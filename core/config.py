@@ -125,7 +125,6 @@ class LearnerConfig:
     warmup_decisions: int = doc(2000, "Decisions of uniform random actions before learning, on the budget's clock "
                                       "(trainer.budget); the peers' seed_steps = 2000 decisions = 4000 env steps "
                                       "under action repeat 2.")
-    debug_nan_at_update: int = doc(0, "Test hook: poison the batch once this many updates are done (0 = never).")
     precision: str = doc("auto", f"Forward and loss precision, one of {PRECISIONS}: bf16 runs the networks under "
                                  "bf16 autocast; weights, gradients and Adam stay fp32 either way. auto = bf16 on "
                                  "a CPU with native bf16 (AVX-512 BF16 or AMX) when batch x num_bins >= 65,536 "
@@ -155,7 +154,6 @@ class LearnerConfig:
         need(self.updates_per_step >= 0, "learner.updates_per_step", "must be >= 0")
         need(self.warmup_decisions >= 0, "learner.warmup_decisions", "must be >= 0")
         need(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
-        need(self.debug_nan_at_update >= 0, "learner.debug_nan_at_update", "must be >= 0")
         need(self.precision in PRECISIONS, "learner.precision",
              f"must be one of {', '.join(PRECISIONS)} (got '{self.precision}')")
 
@@ -414,13 +412,20 @@ class RunConfig:
         return self.trainer.train_steps * self.clock_divisor
 
 
+# Fields that no longer exist, with the one value every run had: hashed as if still there, so
+# removing a field keeps every finished point finished (the counterpart of `doc`'s legacy).
+REMOVED_FIELDS: dict[str, Any] = {
+    "learner.debug_nan_at_update": 0,  # a test hook, now a test's own wrapper (tests/conftest.py)
+}
+
+
 def config_hash(flat: Mapping[str, Any]) -> str:
     """12-hex id of a flat ``{"section.field": value}`` config (or a run's MLflow params) without
     its `SEED_KEY`, and without each field at its `legacy_values` value (a run there behaves as
-    one from before the field existed); the one definition behind `RunConfig.config_hash` and
-    the analysis."""
+    one from before the field existed), with each of `REMOVED_FIELDS` at its old value; the one
+    definition behind `RunConfig.config_hash` and the analysis."""
     legacy = legacy_values()
-    kept = {k: v for k, v in flat.items()
+    kept = {k: v for k, v in {**REMOVED_FIELDS, **flat}.items()
             if k != SEED_KEY and not (k in legacy and str(v) == str(legacy[k]))}
     blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -157,23 +157,3 @@ def brute_force_greedy(model: QTransformer, obs: Tensor, heads: str = "min") -> 
         return bins
     finally:
         model.train(was_training)
-
-
-def epsilon_greedy(greedy_bins: np.ndarray, epsilon: float, num_bins: int, rng: np.random.Generator) -> np.ndarray:
-    """DQT eq. 1: each row, with probability epsilon, is replaced by a uniformly random bin per dim (a whole random action).
-
-    Args:
-        greedy_bins: int [B, N] (or [N]) greedy bins; not modified.
-        epsilon: probability in [0, 1] that a row is replaced.
-        num_bins: K; random bins are uniform over 0..K-1.
-        rng: the caller's generator (per-agent seeding).
-    Returns:
-        a new int64 array of the same shape.
-    """
-    bins = np.array(greedy_bins, dtype=np.int64, copy=True)
-    rows = bins.reshape(-1, bins.shape[-1]) if bins.ndim > 0 else bins
-    explore = rng.random(rows.shape[0]) < epsilon
-    n = int(explore.sum())
-    if n:
-        rows[explore] = rng.integers(0, num_bins, size=(n, rows.shape[1]))
-    return bins

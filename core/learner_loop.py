@@ -170,11 +170,8 @@ class LearnerLoop:
     def train_updates(self, n: int) -> None:
         if n <= 0:
             return
-        poison = self.cfg.learner.debug_nan_at_update
         for _ in range(n):
             batch = self.replay.sample(self.batch_size, self.rng)  # already on the learner's device
-            if poison and self.learner.updates == poison:
-                batch.ret[0] = float("nan")  # test hook: a corrupted reward must fail the run
             try:
                 self.learner.update(batch)
             except FloatingPointError as exc:  # raised here only where Adam has no fused kernel

@@ -165,8 +165,6 @@ class ReplayBuffer:
         self._ep_ring = _zeros((64, 3), torch.float64, self.device)  # rows (first, length, weight), float64: exact
         self._ep_head = 0  # ring row of the oldest stored episode
         self._ep_table: tuple[torch.Tensor, torch.Tensor] | None = None  # live rows oldest first, their cumsum
-        self.episodes_added = 0
-        self.transitions_added = 0
 
     def __len__(self) -> int:
         return self._size
@@ -194,8 +192,6 @@ class ReplayBuffer:
         if bins.min() < 0 or bins.max() > np.iinfo(np.int16).max:
             raise ValueError("bins must lie in [0, 32767]")
         ret, discount, next_idx, mc = n_step_targets(rewards, self.gamma, self.n_step, bool(terminated))
-        self.episodes_added += 1
-        self.transitions_added += length
         # An episode longer than the whole buffer keeps only its newest `capacity` steps.
         keep = slice(max(0, length - self.capacity), length)
         count = keep.stop - keep.start
@@ -252,8 +248,7 @@ class ReplayBuffer:
         """The stored transitions and bookkeeping (host numpy copies), for a checkpoint."""
         n = self._size
         return {"arrays": {k: getattr(self, k)[:n].cpu().numpy().copy() for k in self.ARRAYS},
-                "ptr": self._ptr, "size": n, "written": self._written, "episodes": list(self._episodes),
-                "episodes_added": self.episodes_added, "transitions_added": self.transitions_added}
+                "ptr": self._ptr, "size": n, "written": self._written, "episodes": list(self._episodes)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict` into a buffer of the same capacity and shapes (any device)."""
@@ -269,7 +264,6 @@ class ReplayBuffer:
         self._ep_ring[: len(table)] = torch.from_numpy(table).to(self.device)
         self._ep_head = 0
         self._ep_table = None
-        self.episodes_added, self.transitions_added = int(state["episodes_added"]), int(state["transitions_added"])
 
     # ---- sampling ---------------------------------------------------------------------
     def _generator(self, rng: np.random.Generator | torch.Generator) -> torch.Generator:

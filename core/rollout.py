@@ -1,7 +1,7 @@
 """Epsilon-greedy interaction of one process with E envs ("lanes"), written into slot arrays.
 
-Shared by the agent processes and the single-process loop so both explore identically:
-uniform random actions during warm-up, then DQT eq. 1 with eps_t from eq. 2.
+Run by every agent process over its lanes: uniform random actions during warm-up, then DQT
+eq. 1 with eps_t from eq. 2.
 
 An agent steps its E envs in lockstep and decodes the greedy actions of all of them in one
 batched call: a batch-8 decode costs about twice a batch-1 decode, so the policy stops

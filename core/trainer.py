@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.agent_pool import EnvSpec, split_budget
+from core.agent_pool import EnvSpec
 from core.config import ConfigError, RunConfig
 from core.envs import canonical_task, decisions_per_episode, make_run_env
 from core.learner_loop import LearnerLoop
 from core.tracking import RunTracker
 from core.version import toolkit_version
 
-__all__ = ["EnvSpec", "RunInterrupted", "TrackingOptions", "TrainResult", "config_changes", "probe_env", "resolve",
-           "resolve_device", "split_budget", "train"]
+__all__ = ["RunInterrupted", "TrackingOptions", "TrainResult", "config_changes", "probe_env", "resolve",
+           "resolve_device", "train"]
 
 
 @dataclass

@@ -43,6 +43,16 @@ HOLD_RUN = ("import os, pathlib, time, core.learner_loop as ll; take = ll.Learne
             "import sys; from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
 
 
+# A learner whose batch carries a NaN reward at update POISON_AT: a corrupted reward must fail the run.
+POISON_RUN = ("import os, core.learner as l; update = l.Learner.update\n"
+              "def poisoned(self, batch):\n"
+              "    if self.updates == int(os.environ['POISON_AT']):\n"
+              "        batch.ret[0] = float('nan')\n"
+              "    return update(self, batch)\n"
+              "l.Learner.update = poisoned\n"
+              "import sys; from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
+
+
 def empty_store(tmp_path_factory, root: Path) -> str:
     """URI of a fresh SQLite store in `root`, copied from one initialised per test session:
     MLflow's schema migrations take seconds, copying the file takes none."""

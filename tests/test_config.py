@@ -142,7 +142,7 @@ HASHED_FIELDS_2026_12_05 = frozenset({
     "learner.n_step", "learner.mc_lower_bound", "learner.conservative_weight", "learner.td_loss",
     "learner.target_tau", "learner.target_update_every", "learner.replay_capacity", "learner.replay_sampling",
     "learner.replay_return_floor", "learner.updates_per_step", "learner.warmup_decisions",
-    "learner.debug_nan_at_update", "learner.precision", "learner.compile", "exploration.eps_max",
+    "learner.precision", "learner.compile", "exploration.eps_max",
     "exploration.eps_min", "exploration.decay_fraction", "exploration.dim_redraw_prob", "exploration.greedy_heads",
     "noise.kind", "noise.mean", "noise.std", "noise.df", "noise.robust", "noise.samples", "noise.trim_fraction",
     "env.episode_length", "env.action_repeat", "env.reward_scale", "trainer.task", "trainer.num_agents",
@@ -177,3 +177,11 @@ def test_a_field_at_its_legacy_value_keeps_the_hash_of_runs_from_before_it_exist
         assert config_hash({**at_legacy, key: other}) != config_hash(before), key
     # and a changed default is a changed value: hashes differ, nothing merges silently
     assert config_hash({**at_legacy, "exploration.decay_fraction": 0.3}) != config_hash(at_legacy)
+
+
+def test_a_removed_field_keeps_the_hash_of_runs_that_had_it():
+    from core.config import REMOVED_FIELDS, config_hash
+
+    flat = RunConfig.from_flat({"trainer.task": "toy-reach"}).to_flat()
+    assert not set(REMOVED_FIELDS) & set(flat)
+    assert config_hash(flat) == config_hash({**flat, **REMOVED_FIELDS})  # what an older run's params hold

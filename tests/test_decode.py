@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.config import ModelConfig
-from core.decode import GreedyDecoder, brute_force_greedy, epsilon_greedy
+from core.decode import GreedyDecoder, brute_force_greedy
 from core.model import QTransformer
 
 SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2, zero_init_q_out=False)
@@ -91,41 +91,6 @@ def test_accepts_numpy_and_single_observation() -> None:
     expected = brute_force_greedy(m, obs)
     assert torch.equal(dec(obs.numpy().astype(np.float64)), expected)
     assert torch.equal(dec(obs[2].numpy()), expected[2])
-
-
-# ---- epsilon-greedy ---------------------------------------------------------------------
-def test_epsilon_zero_is_greedy() -> None:
-    greedy = np.arange(40).reshape(10, 4)
-    out = epsilon_greedy(greedy, 0.0, 256, np.random.default_rng(0))
-    assert np.array_equal(out, greedy) and out is not greedy
-
-
-def test_epsilon_one_is_uniform() -> None:
-    k = 16
-    greedy = np.zeros((20_000, 4), dtype=np.int64)
-    out = epsilon_greedy(greedy, 1.0, k, np.random.default_rng(0))
-    assert out.min() == 0 and out.max() == k - 1
-    for dim in range(4):
-        freq = np.bincount(out[:, dim], minlength=k) / len(out)
-        assert np.abs(freq - 1 / k).max() < 0.01  # ~5 binomial std at 20k draws
-
-
-def test_epsilon_replaces_whole_rows() -> None:
-    k = 1000
-    greedy = np.full((20_000, 4), 7, dtype=np.int64)
-    out = epsilon_greedy(greedy, 0.3, k, np.random.default_rng(1))
-    changed = (out != greedy).any(axis=1)
-    assert abs(changed.mean() - 0.3) < 0.015
-    # a replaced row is a whole random action: with K=1000 nearly every dim moves
-    assert (out[changed] != 7).mean() > 0.99
-    assert np.array_equal(out[~changed], greedy[~changed])
-
-
-def test_epsilon_is_seeded() -> None:
-    greedy = np.zeros((100, 4), dtype=np.int64)
-    a = epsilon_greedy(greedy, 0.5, 256, np.random.default_rng(3))
-    b = epsilon_greedy(greedy, 0.5, 256, np.random.default_rng(3))
-    assert np.array_equal(a, b)
 
 
 def test_greedy_can_act_on_the_mean_of_the_heads() -> None:

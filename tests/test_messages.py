@@ -21,14 +21,12 @@ EVAL = EvalResult(540, {"eval/return": 12.0, "eval/success_rate": 0.5, "eval/suc
 
 
 @pytest.mark.parametrize("msg", [EPISODE, AgentDone(1), SlotFree(3, 2), EVAL])
-def test_messages_survive_pickling_small_and_immutable(msg):
+def test_messages_survive_pickling_and_stay_small(msg):
     back = pickle.loads(pickle.dumps(msg))
     assert back == msg and type(back) is type(msg)
     # indices and a few numbers (episodes travel through shared memory); an evaluation's
     # metrics, once per eval, by name
     assert len(pickle.dumps(msg)) < (400 if msg is EVAL else 160)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        msg.__setattr__(dataclasses.fields(msg)[0].name, 0)
 
 
 def test_eval_request_carries_the_weights():

@@ -11,7 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HOLD_RUN, REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
+from conftest import (
+    HOLD_RUN,
+    POISON_RUN,
+    REPO,
+    SLOW_LEARNER,
+    TINY_TOY,
+    alive,
+    children_of,
+    dqt_command,
+    run_dqt,
+)
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -145,7 +155,8 @@ def test_learner_sigkill_takes_every_agent_down_and_leaves_a_checkpoint(store):
 
 
 def test_nan_loss_fails_the_run_with_its_reason(store):
-    out = run_dqt("train", *TINY_TOY, "--set", "learner.debug_nan_at_update=5", "--tracking-uri", store, "--quiet")
+    out = subprocess.run([sys.executable, "-c", POISON_RUN, "train", *TINY_TOY, "--tracking-uri", store, "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "POISON_AT": "5"})
     assert out.returncode == 1
     run = the_run(MlflowClient(store))
     assert run.info.status == "FAILED"
