@@ -8,8 +8,8 @@ import time
 import torch
 
 from core.config import ModelConfig
-from core.decode import GreedyDecoder
-from core.model import QTransformer
+from core.learning.decode import GreedyDecoder
+from core.learning.model import QTransformer
 
 OBS_DIM, ACTION_DIMS = 39, 4
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
-from core.learner import Learner
-from core.replay import Batch
+from core.learning.learner import Learner
+from core.learning.replay import Batch
 
 OBS_DIM, ACTION_DIMS = 39, 4
 

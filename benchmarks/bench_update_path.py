@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
-from core.learner import Learner
-from core.replay import ReplayBuffer
-from core.transport import WeightBoard
+from core.ipc.transport import WeightBoard
+from core.learning.learner import Learner
+from core.learning.replay import ReplayBuffer
 
 OBS_DIM, ACTION_DIMS = 39, 4
 EPISODE_DECISIONS = 100  # the paper protocol: 200 env steps at action repeat 2

@@ -3,7 +3,7 @@
 A declaration names the metric, says what its axis shows and in which unit, and gives its
 producer: for an eval metric, ``(episodes, cfg) -> value`` over one evaluation's episodes
 (`EvalEpisode`); for a training metric, ``(episode, cfg) -> value`` for one training
-episode (`core.messages.EpisodeMsg`). A producer returning None logs nothing (a success
+episode (`core.ipc.messages.EpisodeMsg`). A producer returning None logs nothing (a success
 metric of a task without a success signal). The evaluator, the learner loop and the
 analysis (which rows every figure against env steps has: ``figure=True``, in registration
 order) all read these declarations; a researcher's metric is one `register` call

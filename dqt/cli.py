@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from core.config import ConfigError, RunConfig, field_docs, parse_set
-from core.procutil import settle_tracking
+from core.ipc.procutil import settle_tracking
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = args.config or args.set or any(getattr(args, name) is not None for name in TRAIN_FLAGS)
     # --resume alone continues with the run's own config; with a config, it must match the run's.
     cfg = resolve_train_config(args) if given or not args.resume else None
-    from core.trainer import TrackingOptions, resolve, train
+    from core.running.trainer import TrackingOptions, resolve, train
 
     if cfg is not None:
         cfg = resolve(cfg)  # unknown task -> ConfigError before the store is touched

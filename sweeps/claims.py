@@ -27,6 +27,7 @@ How a claim ends decides what happens to its point:
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -40,6 +41,14 @@ from core.tracking.retry import with_retry
 from sweeps.expand import Point, PointKey
 from sweeps.liveness import Owner, claim_alive
 from sweeps.spec import Spec
+
+
+STORAGE_ENV = "DQT_STORAGE"  # the storage URL, read from the environment so no password shows in `ps`
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ``***``: for messages, logs and MLflow params."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def study_name(kind: str, spec: Spec) -> str:
@@ -76,7 +85,8 @@ class StorageClock:
 
             self._engine = create_engine(url, poolclass=NullPool, **engine_options(url))
             if self._engine.dialect.name not in self._SQL:
-                raise ConfigError(f"--storage {url}: no clock query for the '{self._engine.dialect.name}' database")
+                raise ConfigError(f"--storage {redact(url)}: no clock query for the '{self._engine.dialect.name}' "
+                                  "database")
 
     def __call__(self) -> float:
         if self._stamp is not None:

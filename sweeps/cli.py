@@ -7,6 +7,7 @@ which `dqt` prints as one line and exits 2 before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -16,7 +17,7 @@ EPILOG = """\
 examples:
   dqt sweep sweeps/noise.yaml --dry-run              # the quick profile's runs and their status
   dqt sweep sweeps/noise.yaml --profile paper -j 4   # the paper's 108 runs, 4 at a time
-  dqt sweep sweeps/noise.yaml --profile paper --storage postgresql://u:p@db/optuna \\
+  DQT_STORAGE=postgresql://u@db/optuna dqt sweep sweeps/noise.yaml --profile paper \\
       --tracking-uri http://mlflow:5000 --worker     # a helper on another host (docs/SWEEPS.md)
 """
 
@@ -34,8 +35,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", default="1", metavar="J", help="points run at once by this worker (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and their status; run nothing")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<repo>/mlflow.db)")
-    p.add_argument("--storage", default=None, metavar="URL",
-                   help="Optuna storage shared by all workers: an RDB URL (postgresql://, mysql://) or a journal "
+    p.add_argument("--storage", default=os.environ.get("DQT_STORAGE"), metavar="URL",
+                   help="Optuna storage shared by all workers (default: $DQT_STORAGE, which keeps a password out "
+                        "of the process list; or leave the password out and let PostgreSQL read ~/.pgpass or "
+                        "$PGPASSWORD): an RDB URL (postgresql://, mysql://) or a journal "
                         "file path (default: optuna.journal next to the sqlite mlflow.db)")
     p.add_argument("--worker", action="store_true",
                    help="only work on points another `dqt sweep` queued in --storage (helpers on other hosts)")

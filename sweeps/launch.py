@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.progress import StatusBar, duration
+from core.running.progress import StatusBar, duration
 from sweeps.expand import Point
 
 TRAIN_CMD: tuple[str, ...] = (sys.executable, "-m", "dqt.cli", "train")

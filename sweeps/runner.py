@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.progress import duration
+from core.running.progress import duration
 from core.tracking import resolve_tracking_uri
 from core.version import toolkit_version
-from sweeps.claims import Claim, ClaimQueue, HeartbeatThread, default_storage, study_name
+from sweeps.claims import Claim, ClaimQueue, HeartbeatThread, default_storage, redact, study_name
 from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
 from sweeps.launch import (
     EXIT_INTERRUPTED,
@@ -100,6 +100,21 @@ class SweepOptions:
         self.workdir.mkdir(parents=True, exist_ok=True)
         return self.workdir
 
+    def clean_up(self, workdir: Path, kept_because: str | None, stream: TextIO) -> None:
+        """Remove the per-point configs and logs, unless something failed (`kept_because` names
+        what is kept), the caller chose the folder, or `keep_logs`."""
+        if kept_because is not None:
+            print(f"  logs and {kept_because} kept in {workdir}", file=stream)
+        elif not self.keep_logs and self.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def point_tags(spec: Spec, owner: Owner, **extra: str) -> dict[str, str]:
+    """The tags every `dqt train` of a sweep gets: which sweep and profile, that it is a point,
+    and which worker ran it (grid and search alike)."""
+    return {"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point", "dqt.worker": owner.token,
+            **extra}
+
 
 @dataclass
 class SweepResult:
@@ -132,126 +147,146 @@ class SweepResult:
 
 def run_sweep(spec: Spec, points: list[Point], opts: SweepOptions | None = None) -> SweepResult:
     """Run every point of `points` not yet FINISHED in the store, `opts.jobs` at a time."""
-    opts = opts or SweepOptions()
-    stream = opts.stream or sys.stderr
-    uri = resolve_tracking_uri(opts.tracking_uri)
-    queue = ClaimQueue(opts.storage or default_storage(uri), study_name("sweep", spec), opts.stale_after_s,
-                       worker=opts.worker_id, max_retries=opts.max_retries)
-    store = Store(uri, spec.name)
-    end_dead_parents(store, spec, stream)
-    stored = store.runs()
-    finished = {p.key for p in points if point_status(stored.get(p.key, [])) == "FINISHED"}
-    say_other_versions(spec, stored, finished, stream)
-    if not opts.worker:
-        queue.sync(points, finished)
-    else:
-        _wait_for_queue(queue, opts.wait_s, stream)
-    wanted = {p.key: p for p in points}
-    keys = varied_keys(points)
-    result = SweepResult(total=len(points), already=len(finished))
-    progress = SweepProgress(spec.label, len(points), done=len(finished), jobs=opts.jobs, stream=stream)
-    progress.elsewhere = queue.elsewhere(set(wanted) - finished)
-    workdir = opts.make_workdir(f"dqt-sweep-{spec.name}-")
-    active: dict[int, tuple[Claim, int]] = {}  # trial id -> (claim, its `dqt train` pid)
-    lock = threading.Lock()  # `active` is read by the heartbeat thread
-    lost: set[int] = set()  # claims a peer reaped (it judged this worker dead): their runs are stopped
+    return _GridSweep(spec, points, opts or SweepOptions()).run()
 
-    def claims() -> list[Claim]:
-        with lock:
-            return [claim for claim, _ in active.values()]
 
-    def on_lost(claim: Claim) -> None:
-        with lock:
-            held = active.get(claim.trial_id)
-            lost.add(claim.trial_id)
-        if held is not None:  # the point is someone else's now: stop writing to its run
-            print(f"{spec.label}: claim {claim.number} was reaped by another worker (this one was judged dead); "
-                  "stopping its run", file=stream)
-            stop_group(held[1], signal.SIGTERM)
+class _GridSweep:
+    """One worker of a grid sweep: queues the spec's points (unless a `--worker` helper), claims
+    them one by one, runs each as a `dqt train`, and closes each claim by how its run ended."""
 
-    parent = SweepParent(store, spec, queue.owner, "grid",
-                         params={"points": len(points), "jobs": opts.jobs,
-                                 "storage": opts.storage or default_storage(uri)})
+    def __init__(self, spec: Spec, points: list[Point], opts: SweepOptions):
+        self.spec, self.points, self.opts = spec, points, opts
+        self.stream = opts.stream or sys.stderr
+        uri = resolve_tracking_uri(opts.tracking_uri)
+        storage = opts.storage or default_storage(uri)
+        self.queue = ClaimQueue(storage, study_name("sweep", spec), opts.stale_after_s, worker=opts.worker_id,
+                                max_retries=opts.max_retries)
+        self.store = Store(uri, spec.name)
+        end_dead_parents(self.store, spec, self.stream)
+        stored = self.store.runs()
+        self.finished = {p.key for p in points if point_status(stored.get(p.key, [])) == "FINISHED"}
+        say_other_versions(spec, stored, self.finished, self.stream)
+        if not opts.worker:
+            self.queue.sync(points, self.finished)
+        else:
+            _wait_for_queue(self.queue, opts.wait_s, self.stream)
+        self.wanted = {p.key: p for p in points}
+        self.keys = varied_keys(points)
+        self.result = SweepResult(total=len(points), already=len(self.finished))
+        self.progress = SweepProgress(spec.label, len(points), done=len(self.finished), jobs=opts.jobs,
+                                      stream=self.stream)
+        self.progress.elsewhere = self.queue.elsewhere(set(self.wanted) - self.finished)
+        self.workdir = opts.make_workdir(f"dqt-sweep-{spec.name}-")
+        self.active: dict[int, tuple[Claim, int]] = {}  # trial id -> (claim, its `dqt train` pid)
+        self.lock = threading.Lock()  # `active` is read by the heartbeat thread
+        self.lost: set[int] = set()  # claims a peer reaped (it judged this worker dead): their runs are stopped
+        self.next_poll = 0.0
+        self.parent = SweepParent(self.store, spec, self.queue.owner, "grid",
+                                  params={"points": len(points), "jobs": opts.jobs, "storage": redact(storage)})
 
-    poll = {"next": 0.0}
+    # ---- the loop ---------------------------------------------------------------------
+    def run(self) -> SweepResult:
+        launcher = Launcher(self.spec.name, self.store.uri, self.workdir, self.parent, self.opts.train_cmd)
+        beats = HeartbeatThread(self.beat, self.opts.heartbeat_s,
+                                log=lambda line: print(f"{self.spec.label}: {line}", file=self.stream))
+        beats.start()
+        try:
+            self.result.interrupted = run_jobs(self.next_job, launcher, self.opts.jobs, self.progress,
+                                               self.opts.grace_s)
+        finally:
+            beats.stop()
+            self.progress.close()
+            for claim in self.claims():  # only after an error of our own: its runs were stopped with a checkpoint
+                self.queue.release(claim, "the sweep process failed")
+        result = self.result
+        result.elsewhere = self.queue.elsewhere(self.not_done())
+        result.unfinished = unfinished_points(self.points, self.store, self.queue)
+        result.parent_run_id = self.parent.run_id
+        if self.parent.run_id is not None:
+            _end_parent(self.parent, self.store, self.points, self.keys, result, len(self.finished))
+        _report(self.spec, result, self.keys, self.stream)
+        self.opts.clean_up(self.workdir, kept_because="point configs" if result.failed else None, stream=self.stream)
+        return result
 
-    def next_job() -> Job | Later | None:
+    def not_done(self) -> set[PointKey]:
+        return set(self.wanted) - self.finished - {p.key for p in self.result.finished}
+
+    def next_job(self) -> Job | Later | None:
         now = time.monotonic()
-        if now < poll["next"]:
+        if now < self.next_poll:
             return LATER
-        while (claim := queue.claim(wanted)) is not None:
-            point = wanted[claim.key]
-            runs = store.point_runs(point.key)
+        while (claim := self.queue.claim(self.wanted)) is not None:
+            point = self.wanted[claim.key]
+            runs = self.store.point_runs(point.key)
             if point_status(runs) == "FINISHED":  # finished since we looked (another worker)
-                queue.finish(claim, ok=True, skipped="already FINISHED")
-                result.already += 1
-                progress.done += 1
+                self.queue.finish(claim, ok=True, skipped="already FINISHED")
+                self.result.already += 1
+                self.progress.done += 1
                 continue
-            return _job_for(point, claim, runs)
+            return self.job(point, claim, runs)
         # Nothing to claim. While other workers hold points of this sweep, wait: a claim whose
         # worker dies is reaped and offered again, and someone has to run it.
-        poll["next"] = now + opts.poll_s
-        if queue.reap():
-            poll["next"] = 0.0
+        self.next_poll = now + self.opts.poll_s
+        if self.queue.reap():
+            self.next_poll = 0.0
             return LATER
-        progress.elsewhere = queue.elsewhere(set(wanted) - finished - {p.key for p in result.finished})
-        return LATER if progress.elsewhere else None
+        self.progress.elsewhere = self.queue.elsewhere(self.not_done())
+        return LATER if self.progress.elsewhere else None
 
-    def _job_for(point: Point, claim: Claim, runs: list[StoredRun]) -> Job:
-        resume = store.resumable(runs)  # interrupted or failed with a checkpoint: continue it
+    # ---- claims and their runs --------------------------------------------------------
+    def claims(self) -> list[Claim]:
+        with self.lock:
+            return [claim for claim, _ in self.active.values()]
+
+    def beat(self) -> None:
+        """The heartbeat thread's work: beat for every claim held, stop the runs of lost ones."""
+        held = self.claims()
+        for claim in self.queue.heartbeat(held) if held else []:
+            self.on_lost(claim)
+
+    def on_lost(self, claim: Claim) -> None:
+        with self.lock:
+            held = self.active.get(claim.trial_id)
+            self.lost.add(claim.trial_id)
+        if held is not None:  # the point is someone else's now: stop writing to its run
+            print(f"{self.spec.label}: claim {claim.number} was reaped by another worker (this one was judged dead); "
+                  "stopping its run", file=self.stream)
+            stop_group(held[1], signal.SIGTERM)
+
+    def job(self, point: Point, claim: Claim, runs: list[StoredRun]) -> Job:
+        resume = self.store.resumable(runs)  # interrupted or failed with a checkpoint: continue it
         if resume is None and runs and runs[0].status == "RUNNING":
-            store.set_status(runs[0].run_id, "KILLED")  # we hold the claim, so no one runs it
-
-        def on_exit(code: int, seconds: float) -> None:
-            with lock:
-                active.pop(claim.trial_id, None)
-            if claim.trial_id in lost:  # reaped and offered again by a peer: nothing of ours to close
-                result.lost.append(point)
-            elif code == EXIT_OK:
-                queue.finish(claim, True, seconds, exit_code=code)
-                result.finished.append(point)
-            elif code == EXIT_INTERRUPTED:  # stopped by a signal, with a checkpoint: any worker resumes it
-                queue.release(claim, f"stopped by a signal on {queue.owner.worker}", seconds)
-                result.handed_back.append(point)
-            else:
-                queue.finish(claim, False, seconds, exit_code=code)  # offered again below the retry cap
-                result.failed.append((point, code, job.log))
+            self.store.set_status(runs[0].run_id, "KILLED")  # we hold the claim, so no one runs it
 
         def on_start(pid: int) -> None:
-            with lock:
-                active[claim.trial_id] = (claim, pid)
-            queue.set_child(claim, pid)
+            with self.lock:
+                self.active[claim.trial_id] = (claim, pid)
+            self.queue.set_child(claim, pid)
 
-        job = Job(point=point, name=run_name(point, keys),
-                  tags={"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point",
-                        "dqt.worker": queue.owner.token, "dqt.claim": f"{study_name('sweep', spec)}#{claim.number}"},
+        def on_exit(code: int, seconds: float) -> None:
+            self.closed(point, claim, job, code, seconds)
+
+        job = Job(point=point, name=run_name(point, self.keys),
+                  tags=point_tags(self.spec, self.queue.owner,
+                                  **{"dqt.claim": f"{study_name('sweep', self.spec)}#{claim.number}"}),
                   resume=resume, on_start=on_start, on_exit=on_exit)
         return job
 
-    launcher = Launcher(spec.name, uri, workdir, parent, opts.train_cmd)
-    def beat() -> None:
-        held = claims()
-        for claim in queue.heartbeat(held) if held else []:
-            on_lost(claim)
-
-    beats = HeartbeatThread(beat, opts.heartbeat_s, log=lambda line: print(f"{spec.label}: {line}", file=stream))
-    beats.start()
-    try:
-        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s)
-    finally:
-        beats.stop()
-        progress.close()
-        for claim in claims():  # only after an error of our own: its runs were stopped with a checkpoint
-            queue.release(claim, "the sweep process failed")
-    result.elsewhere = queue.elsewhere(set(wanted) - finished - {p.key for p in result.finished})
-    result.unfinished = unfinished_points(points, store, queue)
-    result.parent_run_id = parent.run_id
-    if parent.run_id is not None:
-        _end_parent(parent, store, points, keys, result, len(finished))
-    _report(spec, result, keys, workdir, stream)
-    if not result.failed and not opts.keep_logs and opts.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return result
+    def closed(self, point: Point, claim: Claim, job: Job, code: int, seconds: float) -> None:
+        """A point's `dqt train` exited: close its claim by how (module docstring of claims.py)."""
+        with self.lock:
+            self.active.pop(claim.trial_id, None)
+        if claim.trial_id in self.lost:  # reaped and offered again by a peer: nothing of ours to close
+            self.result.lost.append(point)
+        elif code == EXIT_OK:
+            self.queue.finish(claim, True, seconds, exit_code=code)
+            self.result.finished.append(point)
+        elif code == EXIT_INTERRUPTED:  # stopped by a signal, with a checkpoint: any worker resumes it
+            self.queue.release(claim, f"stopped by a signal on {self.queue.owner.worker}", seconds)
+            self.result.handed_back.append(point)
+        else:
+            self.queue.finish(claim, False, seconds, exit_code=code)  # offered again below the retry cap
+            self.result.failed.append((point, code, job.log))
 
 
 def say_other_versions(spec: Spec, stored: dict[PointKey, list[StoredRun]], finished: set[PointKey],
@@ -345,7 +380,7 @@ def _wait_for_queue(queue: ClaimQueue, wait_s: float, stream: TextIO) -> None:
         time.sleep(5.0)
 
 
-def _report(spec: Spec, result: SweepResult, keys: list[str], workdir: Path, stream: TextIO) -> None:
+def _report(spec: Spec, result: SweepResult, keys: list[str], stream: TextIO) -> None:
     parts = [f"{len(result.finished)} finished now", f"{result.already} already finished"]
     if result.failed:
         parts.append(f"{len(result.failed)} failed attempt(s)")
@@ -369,8 +404,6 @@ def _report(spec: Spec, result: SweepResult, keys: list[str], workdir: Path, str
     if not result.interrupted:
         for point, why in result.unfinished:
             print(f"  NOT FINISHED {point.config_hash} {run_name(point, keys)}: {why}", file=stream)
-    if result.failed:
-        print(f"  logs and point configs kept in {workdir}", file=stream)
     if result.interrupted:
         print("  rerun the same command to go on where it stopped", file=stream)
 

@@ -6,14 +6,13 @@ mean over seeds of the area under the run's `search.metric` curve (default
 ``eval/success_rate``) over env steps, normalised by the step range (DQT figure 5): the
 same `analysis.auc.budget_auc` the reports use (`sweeps.parent.success_auc`).
 
-The study ``search/<name>/<profile>`` lives in the same Optuna storage as the claim queue
+The study ``search/<name>/<profile>/<spec hash>`` lives in the same Optuna storage as the claim queue
 (next to the MLflow store by default), so rerunning the command continues the study until
 `n_trials` trials COMPLETE, and workers on other hosts pointed at the same storage share it.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from sweeps.expand import Point, config_name, run_name
 from sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
 from sweeps.liveness import Owner, claim_alive
 from sweeps.parent import SweepParent, result_key, results_prefix, success_auc
-from sweeps.runner import SweepOptions, end_dead_parents
+from sweeps.runner import SweepOptions, end_dead_parents, point_tags
 from sweeps.spec import SEED_KEY, SearchParam, Spec
 from sweeps.store import Store, point_status
 
@@ -85,152 +84,176 @@ class SearchResult:
 
 def run_search(spec: Spec, opts: SweepOptions | None = None) -> SearchResult:
     """Run trials until the study holds `search.n_trials` COMPLETE (or live) trials."""
-    import optuna
-    from optuna.trial import TrialState
+    return _Search(spec, opts or SweepOptions()).run()
 
-    assert spec.search is not None
-    opts = opts or SweepOptions()
-    stream = opts.stream or sys.stderr
-    search = spec.search
-    uri = resolve_tracking_uri(opts.tracking_uri)
-    storage_url = opts.storage or default_storage(uri)
-    storage = open_storage(storage_url)
-    clock = StorageClock(storage_url)  # heartbeats and their age on the storage's own clock
-    name = study_name("search", spec)
-    # Helpers on other hosts draw their own seed; with one shared seed they would all
-    # propose the same first trials. constant_liar keeps parallel trials apart.
-    sampler = optuna.samplers.TPESampler(seed=None if opts.worker else search.sampler_seed, constant_liar=True)
-    study = ensure_study(storage, name, direction=search.direction, sampler=sampler)
-    study_id = storage.get_study_id_from_name(name)
-    owner = Owner.of(worker=opts.worker_id)
-    store = Store(uri, spec.name)
-    end_dead_parents(store, spec, stream)
-    base = RunConfig.from_flat(spec.base, where=f"{spec.path}: base: ")
-    result = SearchResult()
-    progress = SweepProgress(spec.label, search.n_trials * len(spec.seeds), jobs=opts.jobs, stream=stream)
-    workdir = opts.make_workdir(f"dqt-search-{spec.name}-")
-    jobs: deque[Job] = deque()
-    live: dict[int, _Trial] = {}
 
-    keys = [p.key for p in search.space]
-    parent = SweepParent(store, spec, owner, "search", tags={"optuna.study": name},
-                         params={"n_trials": search.n_trials, "direction": search.direction,
-                                 "metric": search.metric, "jobs": opts.jobs})
+class _Search:
+    """One worker of a search: asks the study for trials, runs each trial's seeds as points,
+    tells the study each trial's AUC, and ends the sweep's parent run with the results."""
 
-    def budget_left() -> bool:
-        now = clock()
-        reap_stale(storage, study_id, opts.stale_after_s, now)
-        counted = [t for t in storage.get_all_trials(study_id, deepcopy=False,
-                                                     states=(TrialState.COMPLETE, TrialState.RUNNING))
-                   if t.state == TrialState.COMPLETE
-                   or claim_alive(t.user_attrs, t.datetime_start, opts.stale_after_s, now)]
-        # Failed trials do not use the budget, but a space that always fails must end too.
-        return len(counted) < search.n_trials and result.failed < search.n_trials
+    def __init__(self, spec: Spec, opts: SweepOptions):
+        import optuna
 
-    def next_job() -> Job | None:
-        while not jobs and budget_left():
-            _ask()
-        return jobs.popleft() if jobs else None
+        assert spec.search is not None
+        self.spec, self.opts, self.search = spec, opts, spec.search
+        self.stream = opts.stream or sys.stderr
+        uri = resolve_tracking_uri(opts.tracking_uri)
+        storage_url = opts.storage or default_storage(uri)
+        self.storage = open_storage(storage_url)
+        self.clock = StorageClock(storage_url)  # heartbeats and their age on the storage's own clock
+        self.name = study_name("search", spec)
+        # Helpers on other hosts draw their own seed; with one shared seed they would all
+        # propose the same first trials. constant_liar keeps parallel trials apart.
+        sampler = optuna.samplers.TPESampler(seed=None if opts.worker else self.search.sampler_seed,
+                                             constant_liar=True)
+        self.study = ensure_study(self.storage, self.name, direction=self.search.direction, sampler=sampler)
+        self.study_id = self.storage.get_study_id_from_name(self.name)
+        self.owner = Owner.of(worker=opts.worker_id)
+        self.store = Store(uri, spec.name)
+        end_dead_parents(self.store, spec, self.stream)
+        self.base = RunConfig.from_flat(spec.base, where=f"{spec.path}: base: ")
+        self.result = SearchResult()
+        self.progress = SweepProgress(spec.label, self.search.n_trials * len(spec.seeds), jobs=opts.jobs,
+                                      stream=self.stream)
+        self.workdir = opts.make_workdir(f"dqt-search-{spec.name}-")
+        self.jobs: deque[Job] = deque()
+        self.live: dict[int, _Trial] = {}
+        self.keys = [p.key for p in self.search.space]
+        self.parent = SweepParent(self.store, spec, self.owner, "search", tags={"optuna.study": self.name},
+                                  params={"n_trials": self.search.n_trials, "direction": self.search.direction,
+                                          "metric": self.search.metric, "jobs": opts.jobs})
 
-    def _ask() -> None:
-        trial = study.ask()
-        trial.set_user_attr("owner", owner.token)
-        trial.set_user_attr("heartbeat", clock())
-        values = suggest(trial, search.space, base)
+    # ---- the loop ---------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        launcher = Launcher(self.spec.name, self.store.uri, self.workdir, self.parent, self.opts.train_cmd)
+        beats = HeartbeatThread(self.heartbeat, self.opts.heartbeat_s,
+                                log=lambda line: print(f"{self.spec.label}: {line}", file=self.stream))
+        beats.start()
         try:
-            config = RunConfig.from_flat(values, base=base, where=f"{spec.path}: search trial {trial.number}: ")
+            self.result.interrupted = run_jobs(self.next_job, launcher, self.opts.jobs, self.progress,
+                                               self.opts.grace_s)
+        finally:
+            beats.stop()
+            self.progress.close()
+            for state in list(self.live.values()):  # interrupted (or our own error): these trials did not finish
+                self.tell(state.trial, None)
+        self.end_parent()
+        self.opts.clean_up(self.workdir, kept_because="trial configs" if self.result.failed else None,
+                           stream=self.stream)
+        return self.result
+
+    def budget_left(self) -> bool:
+        from optuna.trial import TrialState
+
+        now = self.clock()
+        reap_stale(self.storage, self.study_id, self.opts.stale_after_s, now)
+        counted = [t for t in self.storage.get_all_trials(self.study_id, deepcopy=False,
+                                                          states=(TrialState.COMPLETE, TrialState.RUNNING))
+                   if t.state == TrialState.COMPLETE
+                   or claim_alive(t.user_attrs, t.datetime_start, self.opts.stale_after_s, now)]
+        # Failed trials do not use the budget, but a space that always fails must end too.
+        return len(counted) < self.search.n_trials and self.result.failed < self.search.n_trials
+
+    def next_job(self) -> Job | None:
+        while not self.jobs and self.budget_left():
+            self.ask()
+        return self.jobs.popleft() if self.jobs else None
+
+    def heartbeat(self) -> None:
+        now = self.clock()
+        for state in list(self.live.values()):
+            state.trial.set_user_attr("heartbeat", now)
+
+    # ---- one trial --------------------------------------------------------------------
+    def ask(self) -> None:
+        """A new trial: its configuration, then a job per seed not already FINISHED in the store."""
+        trial = self.study.ask()
+        trial.set_user_attr("owner", self.owner.token)
+        trial.set_user_attr("stale_after", self.opts.stale_after_s)
+        trial.set_user_attr("heartbeat", self.clock())
+        values = suggest(trial, self.search.space, self.base)
+        try:
+            config = RunConfig.from_flat(values, base=self.base,
+                                         where=f"{self.spec.path}: search trial {trial.number}: ")
         except ConfigError as exc:  # e.g. a sampled pair that breaks a cross-field rule
             trial.set_user_attr("error", str(exc))
-            _tell(trial, None)
+            self.tell(trial, None)
             return
         points = []
-        for seed in spec.seeds:
+        for seed in self.spec.seeds:
             seeded = RunConfig.from_flat({SEED_KEY: seed}, base=config)
             points.append(Point(seeded, seeded.config_hash(), seed, tuple(values.items())))
         state = _Trial(trial, values, points, pending=len(points))
         trial.set_user_attr("config_hash", points[0].config_hash)
-        live[trial.number] = state
+        self.live[trial.number] = state
         for point in points:
-            runs = store.point_runs(point.key)
+            runs = self.store.point_runs(point.key)
             if point_status(runs) == "FINISHED":  # same configuration and seed ran before: reuse it
                 state.run_ids[point.seed] = next(r.run_id for r in runs if r.status == "FINISHED")
                 state.pending -= 1
                 continue
-            jobs.append(_job(state, point, store.resumable(runs)))
+            self.jobs.append(self.job(state, point, self.store.resumable(runs)))
         if state.pending == 0:
-            _finish(state)
+            self.finish(state)
 
-    def _job(state: _Trial, point: Point, resume: str | None) -> Job:
+    def job(self, state: _Trial, point: Point, resume: str | None) -> Job:
         def on_exit(code: int, seconds: float) -> None:  # noqa: ARG001
             state.pending -= 1
             state.failed |= code != EXIT_OK
             if state.pending == 0:
-                _finish(state)
+                self.finish(state)
 
-        return Job(point=point, name=f"trial {state.trial.number} {run_name(point, keys)}",
-                   tags={"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point",
-                         "dqt.worker": owner.token, "optuna.study": name, "optuna.trial": str(state.trial.number)},
+        return Job(point=point, name=f"trial {state.trial.number} {run_name(point, self.keys)}",
+                   tags=point_tags(self.spec, self.owner, **{"optuna.study": self.name,
+                                                             "optuna.trial": str(state.trial.number)}),
                    resume=resume, on_exit=on_exit)
 
-    def _finish(state: _Trial) -> None:
-        live.pop(state.trial.number, None)
+    def finish(self, state: _Trial) -> None:
+        """Every seed of the trial ended: tell the study the mean AUC, or FAIL."""
+        self.live.pop(state.trial.number, None)
         if state.failed:
-            _tell(state.trial, None)
+            self.tell(state.trial, None)
             return
         aucs = []
         for point in state.points:
-            run_id = state.run_ids.get(point.seed) or store.finished_run(point.key)
-            history = store.metric_history(run_id, search.metric) if run_id else []
+            run_id = state.run_ids.get(point.seed) or self.store.finished_run(point.key)
+            history = self.store.metric_history(run_id, self.search.metric) if run_id else []
             if not history:
-                state.trial.set_user_attr("error", f"no {search.metric} in run {run_id}")
-                _tell(state.trial, None)
+                state.trial.set_user_attr("error", f"no {self.search.metric} in run {run_id}")
+                self.tell(state.trial, None)
                 return
             state.run_ids[point.seed] = run_id
             aucs.append(success_auc(history, point.config.total_env_steps))
         state.trial.set_user_attr("run_ids", [state.run_ids[p.seed] for p in state.points])
         state.trial.set_user_attr("aucs", aucs)
         value = sum(aucs) / len(aucs)
-        result.trial_values[state.trial.number] = (config_name(state.points[0], keys), value)
-        _tell(state.trial, value)
+        self.result.trial_values[state.trial.number] = (config_name(state.points[0], self.keys), value)
+        self.tell(state.trial, value)
 
-    def _tell(trial: Any, value: float | None) -> None:
+    def tell(self, trial: Any, value: float | None) -> None:
+        from optuna.trial import TrialState
+
         if value is None:
-            study.tell(trial, state=TrialState.FAIL)
-            result.failed += 1
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.result.failed += 1
         else:
-            study.tell(trial, value)
-            result.completed += 1
+            self.study.tell(trial, value)
+            self.result.completed += 1
 
-    def heartbeat() -> None:
-        now = clock()
-        for state in list(live.values()):
-            state.trial.set_user_attr("heartbeat", now)
-
-    launcher = Launcher(spec.name, uri, workdir, parent, opts.train_cmd)
-    beats = HeartbeatThread(heartbeat, opts.heartbeat_s, log=lambda line: print(f"{spec.label}: {line}", file=stream))
-    beats.start()
-    try:
-        result.interrupted = run_jobs(next_job, launcher, opts.jobs, progress, opts.grace_s)
-    finally:
-        beats.stop()
-        progress.close()
-        for state in list(live.values()):  # interrupted (or our own error): these trials did not finish
-            _tell(state.trial, None)
-    best_tags, best_params = _record_best(study, result, search.direction, stream)
-    result.parent_run_id = parent.run_id
-    prefix = results_prefix(search.metric)
-    results = {result_key(prefix, config): value for config, value in result.trial_values.values()}
-    steps = {result_key(prefix, config): number for number, (config, _) in sorted(result.trial_values.items())}
-    if result.best_value is not None:
-        results[f"{prefix}/best"] = result.best_value
-    parent.end(interrupted=result.interrupted, failed=bool(result.failed), results=results, steps=steps,
-               tags=best_tags, params=best_params,
-               counts={"trials_completed": result.completed, "trials_failed": result.failed})
-    if not result.failed and not opts.keep_logs and opts.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif result.failed:
-        print(f"  logs and trial configs kept in {workdir}", file=stream)
-    return result
+    # ---- the end ----------------------------------------------------------------------
+    def end_parent(self) -> None:
+        """Results on the parent run: each trial's AUC at its trial number, the best one's params."""
+        result, search = self.result, self.search
+        best_tags, best_params = _record_best(self.study, result, search.direction, self.stream)
+        result.parent_run_id = self.parent.run_id
+        prefix = results_prefix(search.metric)
+        results = {result_key(prefix, config): value for config, value in result.trial_values.values()}
+        steps = {result_key(prefix, config): number for number, (config, _) in sorted(result.trial_values.items())}
+        if result.best_value is not None:
+            results[f"{prefix}/best"] = result.best_value
+        self.parent.end(interrupted=result.interrupted, failed=bool(result.failed), results=results, steps=steps,
+                        tags=best_tags, params=best_params,
+                        counts={"trials_completed": result.completed, "trials_failed": result.failed})
 
 
 def _record_best(study: Any, result: SearchResult, direction: str,

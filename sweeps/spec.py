@@ -470,7 +470,7 @@ def _check_value(key: str, value: Any, path: str, where: str) -> Any:
 def canonical_task(name: Any, path: str, where: str) -> str:
     """The task's canonical id (``door-unlock`` -> ``door-unlock-v3``), so aliases of one
     task hash to one point; unknown tasks fail here, before anything runs."""
-    from core.envs import canonical_task as canonical  # imported late: it loads MetaWorld
+    from core.acting.envs import canonical_task as canonical  # imported late: it loads MetaWorld
 
     try:
         return canonical(str(name))

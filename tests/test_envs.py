@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from core.config import ConfigError
-from core.envs import (
+from core.acting.envs import (
     PAPER_TASKS,
     TASKS,
     ToyReachEnv,
@@ -14,6 +13,7 @@ from core.envs import (
     move_to_goal_policy,
     run_eval_episodes,
 )
+from core.config import ConfigError
 
 # --- task names -----------------------------------------------------------------------
 

@@ -19,12 +19,12 @@ import pytest
 from conftest import dqt_command
 from mlflow.tracking import MlflowClient
 
+from core.acting.envs import ActionRepeat, make_env, make_run_env, run_eval_episodes
+from core.acting.envs.toy_reach import move_to_goal_policy
 from core.config import RunConfig
-from core.envs import ActionRepeat, make_env, make_run_env, run_eval_episodes
-from core.envs.toy_reach import move_to_goal_policy
-from core.replay import ReplayBuffer
-from core.resume import load_resume_point
-from core.trainer import TrackingOptions, train
+from core.learning.replay import ReplayBuffer
+from core.running.resume import load_resume_point
+from core.running.trainer import TrackingOptions, train
 
 # toy-reach under the paper protocol (repeat 2, scale 0.5), a model too small to cost time
 SMALL = {

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from core.config import RunConfig
-from core.learner import METRIC_KEYS, Learner, ema_update
-from core.replay import Batch, ReplayBuffer
+from core.learning.learner import METRIC_KEYS, Learner, ema_update
+from core.learning.replay import Batch, ReplayBuffer
 
 OBS_DIM = 3
 

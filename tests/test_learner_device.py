@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import core.learner as learner_mod
+import core.learning.learner as learner_mod
 from core.config import RunConfig
-from core.learner import METRIC_KEYS, Learner
-from core.replay import Batch, ReplayBuffer
+from core.learning.learner import METRIC_KEYS, Learner
+from core.learning.replay import Batch, ReplayBuffer
 
 OBS_DIM, N_DIMS, K = 5, 3, 16
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

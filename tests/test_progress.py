@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from core.progress import Progress, StatusBar, duration
+from core.running.progress import Progress, StatusBar, duration
 from sweeps.launch import EXIT_INTERRUPTED, EXIT_OK, SweepProgress
 
 

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.actor import env_seed
-from core.config import ConfigError, ModelConfig, RunConfig
-from core.envs import (
+from core.acting.actor import env_seed
+from core.acting.envs import (
     LAST_ENV_STEP_SUCCESS,
     ActionRepeat,
     benchmark_goals,
@@ -22,10 +21,11 @@ from core.envs import (
     make_env,
     make_run_env,
 )
-from core.evaluator import EVAL_SEED_OFFSET
-from core.model import QTransformer
-from core.replay import ReplayBuffer
-from core.rollout import ExplorationPolicy, LaneArrays, run_lanes
+from core.acting.evaluator import EVAL_SEED_OFFSET
+from core.acting.rollout import ExplorationPolicy, LaneArrays, run_lanes
+from core.config import ConfigError, ModelConfig, RunConfig
+from core.learning.model import QTransformer
+from core.learning.replay import ReplayBuffer
 
 PAPER = RunConfig()  # the defaults are the paper's protocol
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.replay import ReplayBuffer
+from core.learning.replay import ReplayBuffer
 
 
 def episode(length: int, start: float = 0.0, obs_dim: int = 2) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.replay import ReplayBuffer
+from core.learning.replay import ReplayBuffer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

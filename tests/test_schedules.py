@@ -3,13 +3,13 @@ import math
 import pytest
 
 from core.config import ConfigError
-from core.schedules import epsilon, lr_multiplier
+from core.learning.schedules import epsilon, lr_multiplier
 
 T = 300_000
 
 
 def closed_form(name, t, n):
-    # DQT section 4.2, written out independently of core.schedules.
+    # DQT section 4.2, written out independently of core.learning.schedules.
     if name == "linear":
         return 1 - t / T
     if name == "log-curve":

@@ -115,7 +115,7 @@ def test_flushed_points_are_in_the_file_even_when_the_process_os_exits(store: st
     run_python(f"""
         import os
         from core.tracking import RunTracker
-        from core.procutil import exit_now
+        from core.ipc.procutil import exit_now
         done = RunTracker({store!r}, "exits", run_name="ended", flush_every_s=0.0)
         for step in range(40):
             done.log_metrics({{"loss/td": step / 3, "q/mean": -step}}, step=step)
@@ -220,7 +220,7 @@ def test_exit_now_settles_a_wal_store_written_without_a_tracker(store: str, tmp_
     WAL is checkpointed on the way out."""
     run_python(f"""
         from mlflow.tracking import MlflowClient
-        from core.procutil import exit_now
+        from core.ipc.procutil import exit_now
         from core.tracking import ensure_store
         uri = ensure_store({store!r}, wal=True)
         client = MlflowClient(uri)

@@ -6,6 +6,7 @@ Slow (each run starts the trainer's processes): `pytest -m slow tests/test_sweep
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -107,7 +108,7 @@ def test_search_over_real_runs(tmp_path):
     proc = dqt("sweep", str(spec), "--tracking-uri", uri, "--jobs", "2")
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 0, out
-    assert "search/s/default: best max AUC" in out
+    assert re.search(r"search/s/default/[0-9a-f]{8}: best max AUC", out), out
     (parent,) = [r for r in client_runs(uri, "s") if r.data.tags.get("dqt.role") == "parent"]
     assert 0.0 <= float(parent.data.tags["best.value"]) <= 1.0
     assert "best.learner.lr" in parent.data.params

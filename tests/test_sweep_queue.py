@@ -10,6 +10,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from core.config import RunConfig
 from sweeps.claims import ClaimQueue, StorageClock
 from sweeps.expand import Point
@@ -266,3 +268,27 @@ def test_a_dead_claim_is_offered_again_once_however_many_reap_it(tmp_path):
     states = sorted(t.state.name for t in first._trials())
     assert states == ["FAIL", "WAITING"]
     assert reapers[0].claim({pts[0].key}) is not None
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://dqt:s3cret@db.example:5432/optuna", "postgresql://dqt:***@db.example:5432/optuna"),
+    ("postgresql+psycopg://dqt:p%40ss@db/optuna", "postgresql+psycopg://dqt:***@db/optuna"),
+    ("postgresql://dqt@db/optuna", "postgresql://dqt@db/optuna"),  # no password: the libpq way (~/.pgpass)
+    ("mysql://root:pw@127.0.0.1/q", "mysql://root:***@127.0.0.1/q"),
+    ("/shared/optuna.journal", "/shared/optuna.journal"),
+])
+def test_a_storage_password_is_never_shown(url, shown):
+    from sweeps.claims import redact
+
+    assert redact(url) == shown
+
+
+def test_the_storage_url_comes_from_the_environment_so_ps_does_not_show_it(monkeypatch):
+    import argparse
+
+    from sweeps import cli
+
+    monkeypatch.setenv("DQT_STORAGE", "postgresql://dqt:s3cret@db/optuna")
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    assert parser.parse_args(["sweep", "x.yaml"]).storage == "postgresql://dqt:s3cret@db/optuna"

@@ -46,7 +46,7 @@ def test_serve_ui_refuses_servers_and_busy_ports(store: str) -> None:
 
 
 def test_core_does_not_import_the_ui() -> None:
-    out = subprocess.run([sys.executable, "-c", "import sys, core.tracking, core.trainer; "
+    out = subprocess.run([sys.executable, "-c", "import sys, core.tracking, core.running.trainer; "
                           "print('dqt.ui' in sys.modules)"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
@@ -155,7 +155,7 @@ def test_the_ui_lists_a_logged_run_and_opens_a_sweep_on_its_runs_and_results(ser
     # bookkeeping: tags, not metrics
     assert {k: v for k, v in tags.items() if k.startswith("dqt.points_")} == {
         "dqt.points_total": "2", "dqt.points_finished": "2", "dqt.points_failed": "0",
-        "dqt.points_already_finished": "0"}
+        "dqt.points_already_finished": "0", "dqt.points_unfinished": "0"}
     assert tags["best.config"] == "lr=0.0005" and tags["dqt.mode"] == "grid"
     assert parent["info"]["status"] == "FINISHED"
     children = sorted(r["info"]["run_name"] for r in runs if r["info"]["run_id"] != served.sweep_parent)

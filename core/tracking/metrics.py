@@ -9,7 +9,7 @@ server restarting) goes back into the buffer and is handed over again at the nex
 `flush` waits until everything is written, retrying transient failures with backoff for its
 timeout (the `with_retry` rule), and keeps the points when it gives up.  So no point is
 lost: the run's end flushes before it terminates the run, and `settle_stores` (``atexit``
-and `core.procutil.exit_now`) writes what a writer that was never closed still holds before
+and `core.ipc.procutil.exit_now`) writes what a writer that was never closed still holds before
 settling the store.  A point is durable once `flush` returned; what a SIGKILL takes is what
 was logged since the last send (as with synchronous writes) plus the batch in flight.
 

@@ -204,7 +204,7 @@ def settle_stores() -> bool:
     """Write what this process's writers still hold (`before_settle` hooks), then
     `settle_store` every SQLite store this process opened or wrote (not those of a parent it
     was forked from).  Registered with `atexit`; code that leaves through ``os._exit`` calls
-    it first (`core.procutil.exit_now` does).  True when all are settled; never raises."""
+    it first (`core.ipc.procutil.exit_now` does).  True when all are settled; never raises."""
     for hook in _BEFORE_SETTLE:
         try:
             hook()

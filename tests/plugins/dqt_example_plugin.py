@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.envs.families import ENV_FAMILIES, EnvFamily
-from core.envs.toy_reach import ToyReachEnv
+from core.acting.envs.families import ENV_FAMILIES, EnvFamily
+from core.acting.envs.toy_reach import ToyReachEnv
 from core.metrics import EVAL_METRICS, Metric
 from core.noise import NOISE_KINDS, NoiseKind
 

@@ -39,10 +39,10 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from core.config import RunConfig
-from core.loss import per_dim_targets, qt_loss
-from core.model import QTransformer
-from core.replay import Batch
-from core.schedules import lr_multiplier
+from core.learning.loss import per_dim_targets, qt_loss
+from core.learning.model import QTransformer
+from core.learning.replay import Batch
+from core.learning.schedules import lr_multiplier
 
 METRIC_KEYS = ("loss/td", "loss/conservative", "q/mean", "opt/lr")
 _FAULTS = {1: "loss", 2: "gradient"}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.model import QTransformer
+from core.learning.model import QTransformer
 
 
 class GreedyDecoder:

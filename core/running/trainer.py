@@ -2,13 +2,13 @@
 
 The learner runs in the calling process and is the only writer to MLflow. Agents explore
 in parallel OS processes and hand whole episodes over through shared memory
-(`core.transport`); the learner copies them into replay, trains at the configured
+(`core.ipc.transport`); the learner copies them into replay, trains at the configured
 update-to-data ratio and publishes versioned weights. The x-axis of every metric is the
 number of env steps of all agents the learner has received.
 
 `train` sets a run up and ends it with a status whatever happens; the work is done by
-`core.learner_loop.LearnerLoop` (episodes, updates, evals, checkpoints, metrics) and its
-`core.agent_pool.AgentPool` (the child processes), which talk in `core.messages`.
+`core.running.learner_loop.LearnerLoop` (episodes, updates, evals, checkpoints, metrics) and its
+`core.running.agent_pool.AgentPool` (the child processes), which talk in `core.ipc.messages`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.agent_pool import EnvSpec
+from core.acting.envs import canonical_task, decisions_per_episode, make_run_env
 from core.config import ConfigError, RunConfig
-from core.envs import canonical_task, decisions_per_episode, make_run_env
-from core.learner_loop import LearnerLoop
+from core.running.agent_pool import EnvSpec
+from core.running.learner_loop import LearnerLoop
 from core.tracking import RunTracker
 from core.version import toolkit_version
 
@@ -117,7 +117,7 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
     tracking = tracking or TrackingOptions()
     checkpoint = None
     if tracking.resume_run_id:
-        from core.resume import load_resume_point
+        from core.running.resume import load_resume_point
 
         point = load_resume_point(tracking.uri, tracking.resume_run_id)
         if cfg is not None:  # checked before the run is reopened, so a refused resume leaves it as it was

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from core.config import ConfigError, RunConfig
+from core.running.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
 
 @dataclass

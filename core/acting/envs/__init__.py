@@ -2,7 +2,7 @@
 
 Every task is a gymnasium env with a continuous action box [-1, 1]^d, float32
 observations, ``info["success"]`` where the task has a success signal, and episodes that
-end by truncation. Tasks come from env families (`core.envs.families.ENV_FAMILIES`): the
+end by truncation. Tasks come from env families (`core.acting.envs.families.ENV_FAMILIES`): the
 built-in ``toy-reach`` (pure numpy, for tests and demos), MetaWorld v3 (any id of the
 installed package, e.g. ``door-unlock-v3``), and ``gym:<id>`` for any gymnasium env with a
 Box action space; a researcher's family registers the same way.
@@ -14,18 +14,18 @@ from typing import Any
 
 import gymnasium as gym
 
-from core.config import ConfigError
-from core.envs.evaluation import (
+from core.acting.envs.evaluation import (
     LAST_ENV_STEP_SUCCESS,
     episode_success,
     episode_successes,
     run_eval_episodes,
     step_success,
 )
-from core.envs.families import ENV_FAMILIES, EnvFamily, EnvOptions
-from core.envs.metaworld_env import benchmark_goals
-from core.envs.protocol import ActionRepeat
-from core.envs.toy_reach import TOY_REACH, ToyReachEnv, move_to_goal_policy
+from core.acting.envs.families import ENV_FAMILIES, EnvFamily, EnvOptions
+from core.acting.envs.metaworld_env import benchmark_goals
+from core.acting.envs.protocol import ActionRepeat
+from core.acting.envs.toy_reach import TOY_REACH, ToyReachEnv, move_to_goal_policy
+from core.config import ConfigError
 from core.names import did_you_mean
 
 PAPER_TASKS = ("door-unlock-v3", "hammer-v3", "reach-wall-v3", "plate-slide-v3")
@@ -55,7 +55,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # TASKS is computed on first use so that importing core.envs does not load MuJoCo.
+    # TASKS is computed on first use so that importing core.acting.envs does not load MuJoCo.
     if name == "TASKS":
         return tuple(t for _, family in ENV_FAMILIES.items() for t in dict.fromkeys(family.spellings().values()))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.bins import to_continuous
-from core.envs import episode_successes, step_success
+from core.acting.envs import episode_successes, step_success
+from core.learning.bins import to_continuous
 
 
 @dataclass
@@ -25,7 +25,7 @@ class EpisodeStats:
     length: int
     terminated: bool
     true_return: float  # undiscounted and noise-free: what the agent really earned
-    success: bool  # under the run's eval.success convention (core.envs.episode_successes)
+    success: bool  # under the run's eval.success convention (core.acting.envs.episode_successes)
     has_success: bool  # the env reported a success flag (a task without one is judged by return)
     budget_hit: bool  # the run's env-step budget ran out during this episode
     t_start: float = 0.0

@@ -3,12 +3,12 @@
 A family knows its task names (`EnvFamily.resolve`: a name as a user types it -> the
 canonical id, or None when not its own), makes an env of one of them (`EnvFamily.make`), and
 gives a task's own episode length. The built-ins register themselves below as a researcher's
-family would (`core.registry`); `core.envs.make_env` asks the families in registration order.
+family would (`core.registry`); `core.acting.envs.make_env` asks the families in registration order.
 
 - ``toy-reach``: the built-in pure-numpy task (tests, demos);
 - ``metaworld``: every MetaWorld v3 task of the installed package (``door-unlock``,
   ``mw-door-unlock``, ``door-unlock-v3``), with its goal options (`EnvOptions.goals`);
-- ``gymnasium``: ``gym:<id>`` for any gymnasium id with a Box action space (`core.envs.gym_env`).
+- ``gymnasium``: ``gym:<id>`` for any gymnasium id with a Box action space (`core.acting.envs.gym_env`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ ENV_FAMILIES: Registry[EnvFamily] = Registry("env family")
 
 
 def _toy() -> EnvFamily:
-    from core.envs.toy_reach import TOY_EPISODE_STEPS, TOY_REACH, ToyReachEnv
+    from core.acting.envs.toy_reach import TOY_EPISODE_STEPS, TOY_REACH, ToyReachEnv
 
     def make(task: str, seed: int, opts: EnvOptions) -> gym.Env:
         kwargs = {"max_episode_steps": opts.episode_length} if opts.episode_length > 0 else {}
@@ -76,7 +76,7 @@ def _toy() -> EnvFamily:
 
 
 def _metaworld() -> EnvFamily:
-    from core.envs import metaworld_env as mw
+    from core.acting.envs import metaworld_env as mw
 
     def resolve(name: str) -> str | None:
         key = name.strip().lower().replace("_", "-")
@@ -96,7 +96,7 @@ def _metaworld() -> EnvFamily:
 
 
 def _gymnasium() -> EnvFamily:
-    from core.envs import gym_env
+    from core.acting.envs import gym_env
 
     def resolve(name: str) -> str | None:
         found = gym_env.gym_id(name)

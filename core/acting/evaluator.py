@@ -14,17 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.bins import to_continuous
+from core.acting.envs import make_run_env
+from core.acting.envs.evaluation import play_eval_episodes
 from core.config import RunConfig
-from core.decode import GreedyDecoder
-from core.envs import make_run_env
-from core.envs.evaluation import play_eval_episodes
-from core.messages import EvalRequest, EvalResult
+from core.ipc.messages import EvalRequest, EvalResult
+from core.ipc.procutil import become_child_of_run, exit_now, parent_alive
+from core.ipc.transport import load_flat
+from core.learning.bins import to_continuous
+from core.learning.decode import GreedyDecoder
+from core.learning.model import QTransformer
 from core.metrics import eval_values
-from core.model import QTransformer
-from core.procutil import become_child_of_run, exit_now, parent_alive
 from core.seeding import generator
-from core.transport import load_flat
 
 EVAL_SEED_OFFSET = 999
 

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from core.agent_pool import AgentPool, EnvSpec, split_budget
-from core.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from core.config import RunConfig
-from core.learner import Learner
-from core.messages import AgentDone, AgentMsg, EpisodeMsg, EvalRequest, EvalResult
-from core.metric_window import AgentLog, Window
+from core.ipc.messages import AgentDone, AgentMsg, EpisodeMsg, EvalRequest, EvalResult
+from core.learning.learner import Learner
+from core.learning.replay import ReplayBuffer
 from core.metrics import SUCCESS, train_values
-from core.progress import Progress
-from core.replay import ReplayBuffer
+from core.running.agent_pool import AgentPool, EnvSpec, split_budget
+from core.running.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from core.running.metric_window import AgentLog, Window
+from core.running.progress import Progress
 from core.seeding import generator, torch_seed
 from core.tracking import RunTracker
 
@@ -147,6 +147,7 @@ class LearnerLoop:
         if self.cfg.trainer.mode == "sync":  # the paper: train on the episode, publish, then let it go on
             self.train_updates(self.updates_owed())
         self.pool.received(msg)
+        self.maybe_request_eval()  # at the episode that reaches an eval step, not after its batch of messages
         self.release_slots()
         every = self.cfg.trainer.checkpoint_every
         if every and self.env_steps // every > self.ckpt_mark:

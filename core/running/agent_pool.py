@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.actor import AgentChannels, agent_main
+from core.acting.actor import AgentChannels, agent_main
+from core.acting.evaluator import eval_main
 from core.config import RunConfig
-from core.evaluator import eval_main
-from core.messages import AgentMsg, EpisodeMsg, SlotFree
+from core.ipc.messages import AgentMsg, EpisodeMsg, SlotFree
+from core.ipc.transport import EpisodeSlots, SlotLayout, WeightBoard
 from core.tracking import RunTracker
-from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
 ASYNC_SLOTS = 4  # episodes an async lane may have in flight before it would wait
 

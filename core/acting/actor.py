@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.acting.envs import make_run_env
+from core.acting.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
 from core.config import RunConfig
-from core.decode import GreedyDecoder
-from core.envs import make_run_env
-from core.messages import AgentDone, EpisodeMsg, SlotFree
-from core.model import QTransformer
+from core.ipc.messages import AgentDone, EpisodeMsg, SlotFree
+from core.ipc.procutil import become_child_of_run, exit_now, parent_alive
+from core.ipc.transport import EpisodeSlots, SlotLayout, WeightBoard
+from core.learning.decode import GreedyDecoder
+from core.learning.model import QTransformer
+from core.learning.schedules import epsilon
 from core.noise import RewardNoise
-from core.procutil import become_child_of_run, exit_now, parent_alive
-from core.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
-from core.schedules import epsilon
 from core.seeding import generator
-from core.transport import EpisodeSlots, SlotLayout, WeightBoard
 
 
 def env_seed(base_seed: int, lane: int) -> int:

@@ -1,6 +1,6 @@
 """What the run's processes say to each other (docs/ARCHITECTURE.md).
 
-Episodes themselves travel through shared memory (`core.transport`); these messages carry
+Episodes themselves travel through shared memory (`core.ipc.transport`); these messages carry
 only indices and a few numbers, so they stay small and cheap to pickle. Frozen slotted
 dataclasses pickle as their field values, about as compactly as the tuples they replace,
 and let the receiver dispatch on the type instead of on positions.
@@ -55,7 +55,7 @@ class EvalRequest:
     """Learner -> evaluator: evaluate these weights and report them at this env step."""
 
     env_steps: int
-    weights: np.ndarray  # flat float32, `core.transport.load_flat` order
+    weights: np.ndarray  # flat float32, `core.ipc.transport.load_flat` order
 
 
 @dataclass(frozen=True, slots=True)

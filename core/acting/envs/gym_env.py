@@ -1,7 +1,7 @@
 """Any gymnasium environment with a Box action space, as a task ``gym:<id>`` (e.g. ``gym:Pendulum-v1``,
 ``gym:InvertedPendulum-v5``).
 
-The trainer's contract (`core.envs`): actions in [-1, 1]^d, float32 observations, episodes
+The trainer's contract (`core.acting.envs`): actions in [-1, 1]^d, float32 observations, episodes
 that end by truncation or termination, the seed's first episode at the first ``reset()``, and
 ``info["success"]`` where the task has a success signal. So the env is wrapped: actions
 rescaled from [-1, 1] to the env's own bounds, observations flattened and cast, the first reset
