@@ -42,7 +42,6 @@ from sweeps.expand import Point, PointKey
 from sweeps.liveness import Owner, claim_alive
 from sweeps.spec import Spec
 
-
 STORAGE_ENV = "DQT_STORAGE"  # the storage URL, read from the environment so no password shows in `ps`
 
 
