@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
-from analysis.load import SUCCESS, Curve, metric_curves
-from analysis.selection import ExperimentRuns
-from analysis.stats import summarize
+from dqt.analysis.load import SUCCESS, Curve, metric_curves
+from dqt.analysis.selection import ExperimentRuns
+from dqt.analysis.stats import summarize
 
 # The run param that holds a run's budget in env steps: its AUC spans [0, budget].
 BUDGET_KEY = "trainer.train_steps"

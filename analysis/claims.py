@@ -34,11 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from analysis.labels import format_value
-from analysis.plotting import LR_KEY, ROBUST_KEY, TASK_KEY, where
-from analysis.selection import ExperimentRuns
-from analysis.stats import difference_ci
+from dqt.analysis.labels import format_value
+from dqt.analysis.plotting import LR_KEY, ROBUST_KEY, TASK_KEY, where
+from dqt.analysis.selection import ExperimentRuns
+from dqt.analysis.stats import difference_ci
 
 AGREE, DISAGREE, CANNOT_TELL = "agree", "disagree", "this budget cannot tell"
 AGENTS_KEY = "trainer.num_agents"

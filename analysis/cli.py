@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
+from dqt.core.config import ConfigError
 
 STATISTIC_CHOICES = ("mean", "iqm")
 
@@ -76,9 +76,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_paper(args: argparse.Namespace) -> int:
     """Handle ``dqt paper``; returns 0 or raises ConfigError."""
-    from analysis.paper import build_paper
-    from analysis.store import open_client
-    from core.tracking import repo_root, resolve_tracking_uri
+    from dqt.analysis.paper import build_paper
+    from dqt.analysis.store import open_client
+    from dqt.core.tracking import repo_root, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     out_root = args.out if args.out is not None else repo_root() / "reports"
@@ -92,9 +92,9 @@ def run_paper(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``dqt figures``; returns the exit code (0) or raises ConfigError."""
-    from analysis.report import build_report
-    from analysis.store import experiments_with_runs, open_client
-    from core.tracking import repo_root, resolve_tracking_uri
+    from dqt.analysis.report import build_report
+    from dqt.analysis.store import experiments_with_runs, open_client
+    from dqt.core.tracking import repo_root, resolve_tracking_uri
 
     if args.all_experiments and args.experiment:
         raise ConfigError("figures: give an experiment name or --all, not both")

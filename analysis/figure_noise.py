@@ -12,11 +12,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-
-from analysis.labels import config_label, format_value, short_names
-from analysis.load import SUCCESS, metric_curves
-from analysis.plotting import (
+from dqt.analysis.labels import config_label, format_value, short_names
+from dqt.analysis.load import SUCCESS, metric_curves
+from dqt.analysis.plotting import (
     NOISE_FREE_LABEL,
     NOISE_KEYS,
     PREFERRED_FIXED_MEAN,
@@ -33,7 +31,8 @@ from analysis.plotting import (
     steps_axis,
     where,
 )
-from analysis.selection import ExperimentRuns
+from dqt.analysis.selection import ExperimentRuns
+from matplotlib.figure import Figure
 
 
 def _fixed_value(values: pd.Series, preferred: float) -> float:
@@ -104,7 +103,7 @@ def _robust_title(value: Any) -> str:
 
 def noise_label(data: ExperimentRuns) -> str:
     """How the runs' noise kinds name themselves (`core.noise.NOISE_KINDS`): "N(μ, σ²)" for the paper's."""
-    from core.noise import NOISE_KINDS
+    from dqt.core.noise import NOISE_KINDS
 
     kinds = sorted({str(k) for k in data.runs["noise.kind"].dropna()}) if "noise.kind" in data.runs else []
     labels = [NOISE_KINDS.get(k).label if k in NOISE_KINDS else k for k in kinds or ["gaussian"]]

@@ -33,13 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-
-from analysis.auc import AucTable
-from analysis.figure_noise import figure_noise
-from analysis.labels import common_values, config_label, format_value, short_names
-from analysis.load import SUCCESS, WALL, metric_curves, wall_time_curves
-from analysis.plotting import (
+from dqt.analysis.auc import AucTable
+from dqt.analysis.figure_noise import figure_noise
+from dqt.analysis.labels import common_values, config_label, format_value, short_names
+from dqt.analysis.load import SUCCESS, WALL, metric_curves, wall_time_curves
+from dqt.analysis.plotting import (
     AGENTS_KEYS,
     AUC_LABEL,
     LR_KEY,
@@ -59,7 +57,8 @@ from analysis.plotting import (
     steps_axis,
     where,
 )
-from analysis.selection import ExperimentRuns
+from dqt.analysis.selection import ExperimentRuns
+from matplotlib.figure import Figure
 
 DESCRIPTIONS = {
     "success": "Eval return (top) and eval success rate (bottom) vs env steps, one line per "

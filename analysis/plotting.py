@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dqt.analysis.auc import common_range, resample, union_grid
+from dqt.analysis.labels import config_label, short_names
+from dqt.analysis.load import Curve
+from dqt.analysis.selection import ExperimentRuns
+from dqt.analysis.stats import curve_band
+from dqt.core.metrics import EVAL_METRICS, EVAL_RETURN
 from matplotlib.figure import Figure
-
-from analysis.auc import common_range, resample, union_grid
-from analysis.labels import config_label, short_names
-from analysis.load import Curve
-from analysis.selection import ExperimentRuns
-from analysis.stats import curve_band
-from core.metrics import EVAL_METRICS, EVAL_RETURN
 
 STEP_LABEL = "env steps (all agents)"
 STEP_LABEL_PER_AGENT = "env steps per agent (each agent ran the budget)"

@@ -24,16 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dqt.analysis.auc import BUDGET_KEY, AucTable, auc_table
+from dqt.analysis.figures import DESCRIPTIONS, build_figures, save_figure
+from dqt.analysis.labels import format_value
+from dqt.analysis.load import EVAL_RETURN, SUCCESS, WALL, load_tidy
+from dqt.analysis.selection import ExperimentRuns, prepare
+from dqt.analysis.store import find_experiment, latest_parent_run, open_client
+from dqt.core.config import ConfigError
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-
-from analysis.auc import BUDGET_KEY, AucTable, auc_table
-from analysis.figures import DESCRIPTIONS, build_figures, save_figure
-from analysis.labels import format_value
-from analysis.load import EVAL_RETURN, SUCCESS, WALL, load_tidy
-from analysis.selection import ExperimentRuns, prepare
-from analysis.store import find_experiment, latest_parent_run, open_client
-from core.config import ConfigError
 
 ARTIFACT_PATH = "report"
 
@@ -41,7 +40,7 @@ ARTIFACT_PATH = "report"
 def figure_metric_names() -> tuple[str, ...]:
     """The metrics the figures read (the declared figure rows, success for the AUC, wall time);
     the cache still holds every metric of a run."""
-    from core.metrics import figure_metrics
+    from dqt.core.metrics import figure_metrics
 
     return tuple(dict.fromkeys([*(m.name for m in figure_metrics()), SUCCESS, EVAL_RETURN, WALL]))
 

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
-
-from analysis.labels import LABEL_ORDER, common_values, config_label
-from analysis.load import SEED_PARAMS, param_columns, run_table
-from core.config import ConfigError, clock_divisor
+from dqt.analysis.labels import LABEL_ORDER, common_values, config_label
+from dqt.analysis.load import SEED_PARAMS, param_columns, run_table
+from dqt.core.config import ConfigError, clock_divisor
 
 SUCCESS_KEY = "eval.success"
 # runs logged before eval.success existed scored success at any step
@@ -156,7 +155,7 @@ def on_budget_clock(runs: pd.DataFrame, tidy: pd.DataFrame) -> tuple[pd.DataFram
     taken, over one agent's env steps (step / n), as the paper drew it; its budget
     (``trainer.train_steps``) counts on that clock too.
     """
-    from analysis.plotting import STEP_LABEL, STEP_LABEL_MIXED, STEP_LABEL_PER_AGENT
+    from dqt.analysis.plotting import STEP_LABEL, STEP_LABEL_MIXED, STEP_LABEL_PER_AGENT
 
     budget = runs["trainer.budget"].astype(str) if "trainer.budget" in runs.columns else pd.Series(dtype=str)
     per_agent = int((budget == "per-agent").sum())
@@ -180,7 +179,7 @@ def figure_rows(name: str, runs: pd.DataFrame, tidy: pd.DataFrame, success_label
     judged by their return alone); any other declared metric that no run logged is an error
     that names it, since a figure must not silently show "no runs" where a metric is missing
     (with `strict` off, e.g. for a table read with only some metrics, it is left out)."""
-    from core.metrics import SUCCESS, figure_metrics
+    from dqt.core.metrics import SUCCESS, figure_metrics
 
     logged = set(tidy["metric"].unique()) if len(tidy) else set()
     no_signal = "success_signal" in runs.columns and len(runs) and (runs["success_signal"] == "false").all()
@@ -193,13 +192,13 @@ def figure_rows(name: str, runs: pd.DataFrame, tidy: pd.DataFrame, success_label
                          f"(no {m.name})")
         elif strict:
             raise ConfigError(f"experiment '{name}': no run logged the figure metric '{m.name}' "
-                              f"({m.label}; declared in core.metrics)")
+                              f"({m.label}; declared in dqt.core.metrics)")
     return tuple(rows), notes
 
 
 def success_convention(runs: pd.DataFrame) -> tuple[str, list[str]]:
     """The axis label of eval/success_rate for these runs, and a note if they mix conventions."""
-    from analysis.plotting import SUCCESS_LABELS
+    from dqt.analysis.plotting import SUCCESS_LABELS
 
     values = (runs[SUCCESS_KEY].astype(object).where(runs[SUCCESS_KEY].notna(), SUCCESS_DEFAULT_BEFORE)
               if SUCCESS_KEY in runs.columns else pd.Series([SUCCESS_DEFAULT_BEFORE] * len(runs), dtype=object))

@@ -6,10 +6,9 @@ import statistics
 import time
 
 import torch
-
-from core.config import ModelConfig
-from core.learning.decode import GreedyDecoder
-from core.learning.model import QTransformer
+from dqt.core.config import ModelConfig
+from dqt.core.learning.decode import GreedyDecoder
+from dqt.core.learning.model import QTransformer
 
 OBS_DIM, ACTION_DIMS = 39, 4
 

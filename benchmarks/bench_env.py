@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from core.acting.envs import make_env
+from dqt.core.acting.envs import make_env
 
 
 def run(task: str = "door-unlock-v3", windows: int = 3, per_window: int = 1000) -> dict:

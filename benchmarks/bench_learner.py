@@ -17,10 +17,9 @@ import time
 
 import numpy as np
 import torch
-
-from core.config import RunConfig
-from core.learning.learner import Learner
-from core.learning.replay import Batch
+from dqt.core.config import RunConfig
+from dqt.core.learning.learner import Learner
+from dqt.core.learning.replay import Batch
 
 OBS_DIM, ACTION_DIMS = 39, 4
 

@@ -18,10 +18,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from dqt.core.config import RunConfig
+from dqt.core.running.trainer import TrackingOptions, train
 from mlflow.tracking import MlflowClient
-
-from core.config import RunConfig
-from core.running.trainer import TrackingOptions, train
 
 LANES = 64  # batch-64 decode: ~0.06-0.09 ms per env step instead of ~0.45 ms at batch 1
 EPISODE_STEPS = 500  # MetaWorld's horizon

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from core.config import RunConfig
-from core.ipc.transport import WeightBoard
-from core.learning.learner import Learner
-from core.learning.replay import ReplayBuffer
+from dqt.core.config import RunConfig
+from dqt.core.ipc.transport import WeightBoard
+from dqt.core.learning.learner import Learner
+from dqt.core.learning.replay import ReplayBuffer
 
 OBS_DIM, ACTION_DIMS = 39, 4
 EPISODE_DECISIONS = 100  # the paper protocol: 200 env steps at action repeat 2

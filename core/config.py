@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from core.names import did_you_mean
+from dqt.core.names import did_you_mean
 
 LR_SCHEDULES = ("constant", "linear", "log-curve", "linear-log-n", "linear-n")
 TD_LOSSES = ("mse", "huber")
@@ -185,13 +184,13 @@ class ExplorationConfig:
 class NoiseConfig:
     """Noise added to training rewards, and the robust estimator that sees it."""
 
-    kind: str = doc("gaussian", "Reward noise distribution: a registered noise kind (core.noise.NOISE_KINDS; built "
+    kind: str = doc("gaussian", "Reward noise distribution: a registered noise kind (dqt.core.noise.NOISE_KINDS; built "
                                 "in: gaussian, student-t).")
     mean: float = doc(0.0, "mu: mean of the noise added to every training reward (DQT eq. 12).")
     std: float = doc(0.0, "sigma: standard deviation of that noise (a true std; 0 disables noise).")
     df: float = doc(3.0, "Degrees of freedom of student-t noise (scaled so its std is `std`).")
     robust: str = doc("none", "Estimator over `samples` noisy draws (DQT eq. 15): none, or a registered one "
-                              "(core.noise.ESTIMATORS; built in: median, mean, trimmed-mean).")
+                              "(dqt.core.noise.ESTIMATORS; built in: median, mean, trimmed-mean).")
     samples: int = doc(100, "M: noisy reward draws the robust estimator sees (DQT eq. 14).")
     trim_fraction: float = doc(0.1, "Fraction cut from each tail by the trimmed-mean estimator.")
     before_reward_scale: bool = doc(True, "Draw the noise (and take the robust estimate) on a decision's unscaled "
@@ -201,7 +200,7 @@ class NoiseConfig:
 
     def validate(self, where: str = "") -> None:
         need = _checker(where)
-        from core.noise import (  # the registries (their plugins may import this module)
+        from dqt.core.noise import (  # the registries (their plugins may import this module)
             NOISE_KINDS,
             robust_names,
         )

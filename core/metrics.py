@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from core.registry import Registry
+from dqt.core.registry import Registry
 
 
 @dataclass(frozen=True)

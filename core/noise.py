@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from core.registry import Registry
+from dqt.core.registry import Registry
 
 if TYPE_CHECKING:
-    from core.config import NoiseConfig
+    from dqt.core.config import NoiseConfig
 
 
 @dataclass(frozen=True)

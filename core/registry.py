@@ -2,7 +2,7 @@
 
 Each is a `Registry`; the built-ins register themselves exactly as a researcher's code does:
 
-    from core.noise import NOISE_KINDS
+    from dqt.core.noise import NOISE_KINDS
     NOISE_KINDS.register("laplace", NoiseKind("Laplace(μ, b)", lambda rng, shape, cfg: ...))
 
 A run's processes (the trainer, its agents and evaluator, a sweep's trainers) must all know an
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from core.config import ConfigError
-from core.names import did_you_mean
+from dqt.core.config import ConfigError
+from dqt.core.names import did_you_mean
 
 T = TypeVar("T")
 PLUGINS_ENV = "DQT_PLUGINS"

@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from core.config import ConfigError, RunConfig, field_docs, parse_set
-from core.ipc.procutil import settle_tracking
+from dqt.core.config import ConfigError, RunConfig, field_docs, parse_set
+from dqt.core.ipc.procutil import settle_tracking
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -88,7 +88,7 @@ def check_store_args(args: argparse.Namespace) -> str:
     bad input (an empty experiment name, a run to resume or attach to in a store that does
     not exist yet) must fail here, leaving no empty database behind.
     """
-    from core.tracking import resolve_tracking_uri, sqlite_path
+    from dqt.core.tracking import resolve_tracking_uri, sqlite_path
 
     if not args.experiment.strip():
         raise ConfigError(f"--experiment must name an MLflow experiment, got {args.experiment!r}")
@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = args.config or args.set or any(getattr(args, name) is not None for name in TRAIN_FLAGS)
     # --resume alone continues with the run's own config; with a config, it must match the run's.
     cfg = resolve_train_config(args) if given or not args.resume else None
-    from core.running.trainer import TrackingOptions, resolve, train
+    from dqt.core.running.trainer import TrackingOptions, resolve, train
 
     if cfg is not None:
         cfg = resolve(cfg)  # unknown task -> ConfigError before the store is touched
@@ -135,7 +135,7 @@ def add_ui_parser(sub) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from core.tracking import resolve_tracking_uri
+    from dqt.core.tracking import resolve_tracking_uri
     from dqt.ui import serve_ui
 
     return serve_ui(resolve_tracking_uri(args.tracking_uri), host=args.host, port=args.port)
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="dqt", description="Distributed Q-Transformer sweep toolkit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     add_train_parser(sub)
-    for module in ("sweeps.cli", "analysis.cli"):
+    for module in ("dqt.sweeps.cli", "dqt.analysis.cli"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     add_ui_parser(sub)

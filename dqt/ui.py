@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any
 
-from core.config import ConfigError
-from core.tracking import artifact_root_for, ensure_store
+from dqt.core.config import ConfigError
+from dqt.core.tracking import artifact_root_for, ensure_store
 
 
 def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,

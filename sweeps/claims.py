@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
-from core.tracking import sqlite_path
-from core.tracking.retry import with_retry
-from sweeps.expand import Point, PointKey
-from sweeps.liveness import Owner, claim_alive
-from sweeps.spec import Spec
+from dqt.core.config import ConfigError
+from dqt.core.tracking import sqlite_path
+from dqt.core.tracking.retry import with_retry
+from dqt.sweeps.expand import Point, PointKey
+from dqt.sweeps.liveness import Owner, claim_alive
+from dqt.sweeps.spec import Spec
 
 STORAGE_ENV = "DQT_STORAGE"  # the storage URL, read from the environment so no password shows in `ps`
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
+from dqt.core.config import ConfigError
+from dqt.core.names import did_you_mean
 
 EPILOG = """\
 examples:
@@ -30,7 +32,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "skipped, failed or interrupted ones run again (resumed from their checkpoint when\n"
                     "they have one).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("spec", metavar="SPEC.yaml", help="sweep spec, e.g. sweeps/noise.yaml (format: docs/SWEEPS.md)")
+    p.add_argument("spec", metavar="SPEC", help="sweep spec file, e.g. sweeps/noise.yaml (format: docs/SWEEPS.md), or "
+                                                "the name of a shipped one: noise, agents, tasks, search, ablation")
     p.add_argument("--profile", default=None, help="named profile of the spec (default: quick)")
     p.add_argument("--jobs", "-j", default="1", metavar="J", help="points run at once by this worker (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and their status; run nothing")
@@ -58,25 +61,46 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run `dqt sweep`; returns the exit status (0 ok, 1 a point of the spec left unfinished, 130 interrupted)."""
-    from sweeps.expand import expand
-    from sweeps.spec import load_spec
+    from dqt.sweeps.expand import expand
+    from dqt.sweeps.spec import load_spec
 
     opts = _options(args, _jobs(args.jobs))  # bad flags fail before the spec is read
-    spec = load_spec(args.spec, args.profile)
+    spec = load_spec(spec_path(args.spec), args.profile)
     if spec.search is not None:
-        from sweeps import search
+        from dqt.sweeps import search
 
         if args.dry_run:
             search.describe(spec, args.storage, args.tracking_uri, sys.stdout)
             return 0
         return search.run_search(spec, opts).exit_code
     points = expand(spec)  # every point is validated here, before anything runs
-    from sweeps import runner
+    from dqt.sweeps import runner
 
     if args.dry_run:
         runner.dry_run(spec, points, args.tracking_uri, sys.stdout)
         return 0
     return runner.run_sweep(spec, points, opts).exit_code
+
+
+def shipped_specs() -> dict[str, Path]:
+    """The specs that ship with the package (noise, agents, tasks, search, ablation), by name."""
+    from importlib.resources import files
+
+    folder = Path(str(files("dqt.sweeps")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def spec_path(name: str) -> Path:
+    """A spec file as given, or a shipped spec by its name (``dqt sweep noise``), so an installed
+    package needs no path into site-packages."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
+        return path  # load_spec says what is wrong with a missing file
+    shipped = shipped_specs()
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(f"no spec file '{name}' and no shipped spec of that name{did_you_mean(name, shipped)} "
+                      f"(shipped: {', '.join(shipped)})")
 
 
 def _jobs(value: str) -> int:
@@ -86,7 +110,7 @@ def _jobs(value: str) -> int:
 
 
 def _options(args: argparse.Namespace, jobs: int) -> Any:
-    from sweeps.runner import SweepOptions
+    from dqt.sweeps.runner import SweepOptions
 
     heartbeat, stale = _seconds("--heartbeat", args.heartbeat), _seconds("--stale-after", args.stale_after)
     if stale < 3 * heartbeat:

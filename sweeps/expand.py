@@ -12,8 +12,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import RunConfig
-from sweeps.spec import SEED_KEY, Spec
+from dqt.core.config import RunConfig
+from dqt.sweeps.spec import SEED_KEY, Spec
 
 PointKey = tuple[str, int]
 

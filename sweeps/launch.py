@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.running.progress import StatusBar, duration
-from sweeps.expand import Point
+from dqt.core.running.progress import StatusBar, duration
+from dqt.sweeps.expand import Point
 
 TRAIN_CMD: tuple[str, ...] = (sys.executable, "-m", "dqt.cli", "train")
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130

@@ -20,12 +20,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweeps.expand import Point, config_name
-from sweeps.liveness import Owner, parent_tags
-from sweeps.spec import Spec
-from sweeps.store import Store
+from dqt.sweeps.expand import Point, config_name
+from dqt.sweeps.liveness import Owner, parent_tags
+from dqt.sweeps.spec import Spec
+from dqt.sweeps.store import Store
 
-SUCCESS = "eval/success_rate"  # analysis.load.SUCCESS; analysis (pandas, MLflow) loads only when used
+SUCCESS = "eval/success_rate"  # dqt.analysis.load.SUCCESS; analysis (pandas, MLflow) loads only when used
 _UNSAFE = re.compile(r"[^/\w.\- :]+")  # what MLflow refuses in a metric name
 MAX_KEY_LENGTH = 250
 
@@ -33,7 +33,7 @@ MAX_KEY_LENGTH = 250
 def success_auc(history: Sequence[tuple[float, float]], budget: float | None = None) -> float:
     """The AUC of one run: `analysis.auc.budget_auc` of its ``(step, value)`` points over
     [0, its budget] (default: its last step), the AUC the reports give; no points give 0."""
-    from analysis.auc import budget_auc
+    from dqt.analysis.auc import budget_auc
 
     if not history:
         return 0.0

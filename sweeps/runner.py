@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.running.progress import duration
-from core.tracking import resolve_tracking_uri
-from core.version import toolkit_version
-from sweeps.claims import Claim, ClaimQueue, HeartbeatThread, default_storage, redact, study_name
-from sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
-from sweeps.launch import (
+from dqt.core.running.progress import duration
+from dqt.core.tracking import resolve_tracking_uri
+from dqt.core.version import toolkit_version
+from dqt.sweeps.claims import Claim, ClaimQueue, HeartbeatThread, default_storage, redact, study_name
+from dqt.sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
+from dqt.sweeps.launch import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     LATER,
@@ -46,10 +46,10 @@ from sweeps.launch import (
     run_jobs,
     stop_group,
 )
-from sweeps.liveness import Owner, parent_owner
-from sweeps.parent import SweepParent, config_aucs, result_key, results_prefix
-from sweeps.spec import Spec
-from sweeps.store import STATUS_NONE, Store, StoredRun, point_status
+from dqt.sweeps.liveness import Owner, parent_owner
+from dqt.sweeps.parent import SweepParent, config_aucs, result_key, results_prefix
+from dqt.sweeps.spec import Spec
+from dqt.sweeps.store import STATUS_NONE, Store, StoredRun, point_status
 
 
 # ======================================================================================

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.config import ConfigError, RunConfig
-from core.tracking import resolve_tracking_uri
-from sweeps.claims import (
+from dqt.core.config import ConfigError, RunConfig
+from dqt.core.tracking import resolve_tracking_uri
+from dqt.sweeps.claims import (
     HeartbeatThread,
     StorageClock,
     default_storage,
@@ -31,13 +31,13 @@ from sweeps.claims import (
     reap_stale,
     study_name,
 )
-from sweeps.expand import Point, config_name, run_name
-from sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
-from sweeps.liveness import Owner, claim_alive
-from sweeps.parent import SweepParent, result_key, results_prefix, success_auc
-from sweeps.runner import SweepOptions, end_dead_parents, point_tags
-from sweeps.spec import SEED_KEY, SearchParam, Spec
-from sweeps.store import Store, point_status
+from dqt.sweeps.expand import Point, config_name, run_name
+from dqt.sweeps.launch import EXIT_OK, Job, Launcher, SweepProgress, exit_code, run_jobs
+from dqt.sweeps.liveness import Owner, claim_alive
+from dqt.sweeps.parent import SweepParent, result_key, results_prefix, success_auc
+from dqt.sweeps.runner import SweepOptions, end_dead_parents, point_tags
+from dqt.sweeps.spec import SEED_KEY, SearchParam, Spec
+from dqt.sweeps.store import Store, point_status
 
 
 def suggest(trial: Any, space: Sequence[SearchParam], base: RunConfig) -> dict[str, Any]:

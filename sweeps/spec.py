@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import SECTIONS, ConfigError, RunConfig, coerce, field_docs, flatten
-from core.names import did_you_mean
-from sweeps.spec_yaml import load_yaml
+from dqt.core.config import SECTIONS, ConfigError, RunConfig, coerce, field_docs, flatten
+from dqt.core.names import did_you_mean
+from dqt.sweeps.spec_yaml import load_yaml
 
 DEFAULT_PROFILE = "quick"
 TOP_KEYS = ("name", "description", "base", "grid", "grids", "seeds", "profiles", "search")
@@ -470,7 +470,7 @@ def _check_value(key: str, value: Any, path: str, where: str) -> Any:
 def canonical_task(name: Any, path: str, where: str) -> str:
     """The task's canonical id (``door-unlock`` -> ``door-unlock-v3``), so aliases of one
     task hash to one point; unknown tasks fail here, before anything runs."""
-    from core.acting.envs import canonical_task as canonical  # imported late: it loads MetaWorld
+    from dqt.core.acting.envs import canonical_task as canonical  # imported late: it loads MetaWorld
 
     try:
         return canonical(str(name))

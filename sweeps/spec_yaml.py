@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
-from core.config import ConfigError
+from dqt.core.config import ConfigError
 
 
 class _DuplicateKey(Exception):

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.tracking import ensure_store, get_or_create_experiment, sqlite_path, with_retry
-from sweeps.expand import PointKey
+from dqt.core.tracking import ensure_store, get_or_create_experiment, sqlite_path, with_retry
+from dqt.sweeps.expand import PointKey
 
 STATUS_NONE = "-"
 FAILURE_REASON_TAG = "dqt.failure_reason"  # the trainer's tag for why a run did not finish

@@ -25,7 +25,7 @@ TINY_TOY = [
 
 # A learner that always takes >= 3 ms an update: how far the agents outrun it no longer depends on
 # how this machine shares its cores (CI once saw a learner keep up, and the unbounded peak was 212).
-SLOW_LEARNER = ("import sys, time, core.learning.learner as l; update = l.Learner.update; "
+SLOW_LEARNER = ("import sys, time, dqt.core.learning.learner as l; update = l.Learner.update; "
                 "l.Learner.update = lambda self, b: (time.sleep(0.003), update(self, b))[1]; "
                 "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
 
@@ -33,7 +33,7 @@ SLOW_LEARNER = ("import sys, time, core.learning.learner as l; update = l.Learne
 # A run that holds still once the learner has taken in HOLD_AT env steps: it touches HOLD_MARKER and
 # sleeps until a signal ends it, so a test that interrupts a run mid-way never races the run's end,
 # on a machine of any speed (the asynchronous metric writes it could wait on arrive late).
-HOLD_RUN = ("import os, pathlib, time, core.running.learner_loop as ll; take = ll.LearnerLoop.take_episode\n"
+HOLD_RUN = ("import os, pathlib, time, dqt.core.running.learner_loop as ll; take = ll.LearnerLoop.take_episode\n"
             "def hold(self, msg):\n"
             "    take(self, msg)\n"
             "    if self.env_steps >= int(os.environ['HOLD_AT']):\n"
@@ -44,7 +44,7 @@ HOLD_RUN = ("import os, pathlib, time, core.running.learner_loop as ll; take = l
 
 
 # A learner whose batch carries a NaN reward at update POISON_AT: a corrupted reward must fail the run.
-POISON_RUN = ("import os, core.learning.learner as l; update = l.Learner.update\n"
+POISON_RUN = ("import os, dqt.core.learning.learner as l; update = l.Learner.update\n"
               "def poisoned(self, batch):\n"
               "    if self.updates == int(os.environ['POISON_AT']):\n"
               "        batch.ret[0] = float('nan')\n"

@@ -47,8 +47,8 @@ def main() -> int:
     args = p.parse_args()
     assert args.command == "train"
 
-    from core.config import RunConfig
-    from core.tracking import RunTracker
+    from dqt.core.config import RunConfig
+    from dqt.core.tracking import RunTracker
 
     cfg = RunConfig.from_yaml(args.config)
     tags = dict(t.split("=", 1) for t in args.tag)
@@ -56,7 +56,7 @@ def main() -> int:
         log.write(json.dumps({"pid": os.getpid(), "hash": cfg.config_hash(), "seed": cfg.trainer.seed,
                               "resume": args.resume, "tags": tags, "run_name": args.run_name,
                               "parent": args.parent_run_id}) + "\n")
-    from core.version import toolkit_version
+    from dqt.core.version import toolkit_version
 
     tracker = RunTracker(args.tracking_uri, args.experiment, run_name=args.run_name,
                          tags={"config_hash": cfg.config_hash(), "seed": str(cfg.trainer.seed),

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis.auc import (
+from dqt.analysis.auc import (
     auc_per_run,
     auc_table,
     budget_auc,
@@ -17,7 +16,7 @@ from analysis.auc import (
     resample,
     union_grid,
 )
-from analysis.selection import ExperimentRuns, configurations
+from dqt.analysis.selection import ExperimentRuns, configurations
 
 
 @pytest.mark.parametrize("level", [0.0, 0.37, 1.0])

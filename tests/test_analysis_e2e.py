@@ -159,10 +159,10 @@ def test_figures_and_report_of_a_real_sweep_match_an_independent_auc(tmp_path: P
 
     # At this budget toy-reach is rarely solved, so the success AUCs may all be 0. The same
     # gridding and averaging on eval/return (never 0, different in every run) keeps the
-    # comparison honest: analysis.auc on the real histories against the computation here.
-    from analysis.auc import auc_table
-    from analysis.load import load_tidy
-    from analysis.selection import prepare
+    # comparison honest: dqt.analysis.auc on the real histories against the computation here.
+    from dqt.analysis.auc import auc_table
+    from dqt.analysis.load import load_tidy
+    from dqt.analysis.selection import prepare
 
     data = prepare(EXPERIMENT, load_tidy(EXPERIMENT, store, metrics=["eval/return"]))
     returns = auc_table(data, metric="eval/return", n_resamples=200).table.set_index("config_hash")["auc_mean"]

@@ -7,11 +7,10 @@ import argparse
 
 import pytest
 from conftest import empty_store
+from dqt.analysis import cli as analysis_cli
+from dqt.analysis.claims import AGREE, CANNOT_TELL, DISAGREE, RETURN_AUC, SUCCESS_AUC, Arm, Judge, compare
+from dqt.core.config import ConfigError
 from test_analysis_report import Store
-
-from analysis import cli as analysis_cli
-from analysis.claims import AGREE, CANNOT_TELL, DISAGREE, RETURN_AUC, SUCCESS_AUC, Arm, Judge, compare
-from core.config import ConfigError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -17,14 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import empty_store
-from matplotlib.container import BarContainer, ErrorbarContainer
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
-
-from analysis import cli as analysis_cli
-from analysis.auc import auc_table
-from analysis.figure_noise import noise_rows
-from analysis.figures import (
+from dqt.analysis import cli as analysis_cli
+from dqt.analysis.auc import auc_table
+from dqt.analysis.figure_noise import noise_rows
+from dqt.analysis.figures import (
     applicable,
     build_figures,
     figure_agents,
@@ -33,11 +29,14 @@ from analysis.figures import (
     figure_success,
     figure_tasks,
 )
-from analysis.load import RUN_COLUMNS, load_tidy
-from analysis.plotting import EVAL_RETURN_LABEL, NOISE_FREE_GID, STEP_LABEL, SUCCESS_LABEL, TIME_LABEL
-from analysis.report import build_report, render_report, summary_frame
-from analysis.selection import ExperimentRuns, prepare
-from core.config import ConfigError, config_hash
+from dqt.analysis.load import RUN_COLUMNS, load_tidy
+from dqt.analysis.plotting import EVAL_RETURN_LABEL, NOISE_FREE_GID, STEP_LABEL, SUCCESS_LABEL, TIME_LABEL
+from dqt.analysis.report import build_report, render_report, summary_frame
+from dqt.analysis.selection import ExperimentRuns, prepare
+from dqt.core.config import ConfigError, config_hash
+from matplotlib.container import BarContainer, ErrorbarContainer
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
 TOTAL = 100_000
 EVAL_STEPS = np.arange(0, TOTAL + 1, 10_000)

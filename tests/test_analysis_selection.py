@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis.labels import config_label, format_value, short_names
-from analysis.selection import configurations, select_profile, select_runs, varied_params
-from core.config import ConfigError
+from dqt.analysis.labels import config_label, format_value, short_names
+from dqt.analysis.selection import configurations, select_profile, select_runs, varied_params
+from dqt.core.config import ConfigError
 
 
 def runs_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -83,9 +82,9 @@ def test_short_names_use_the_papers_symbols_else_the_unique_last_part():
 def test_per_agent_runs_are_drawn_and_scored_on_one_agents_steps():
     """The paper's figure 2: n agents each ran train_steps; MLflow steps count all agents, the
     analysis counts one agent's (step / n), so the budget and the x-axis are the paper's."""
-    from analysis.auc import run_budgets
-    from analysis.plotting import STEP_LABEL, STEP_LABEL_MIXED, STEP_LABEL_PER_AGENT
-    from analysis.selection import on_budget_clock
+    from dqt.analysis.auc import run_budgets
+    from dqt.analysis.plotting import STEP_LABEL, STEP_LABEL_MIXED, STEP_LABEL_PER_AGENT
+    from dqt.analysis.selection import on_budget_clock
 
     runs = runs_frame([("a", "FINISHED", 1, "h1", 0, 0.0, 0, 1), ("b", "FINISHED", 2, "h2", 0, 0.0, 0, 4)])
     runs = runs.assign(**{"trainer.budget": "per-agent", "trainer.train_steps": 1000})
@@ -106,8 +105,8 @@ def test_per_agent_runs_are_drawn_and_scored_on_one_agents_steps():
 
 
 def test_the_success_axis_names_the_runs_convention():
-    from analysis.plotting import SUCCESS_LABELS
-    from analysis.selection import success_convention
+    from dqt.analysis.plotting import SUCCESS_LABELS
+    from dqt.analysis.selection import success_convention
 
     runs = runs_frame([("a", "FINISHED", 1, "h1", 0, 0.0, 0, 1), ("b", "FINISHED", 2, "h2", 0, 0.0, 0, 4)])
     assert success_convention(runs.assign(**{"eval.success": "last-step"})) == (SUCCESS_LABELS["last-step"], [])

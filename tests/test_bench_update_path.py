@@ -7,9 +7,9 @@ import time
 
 import pytest
 import torch
+from dqt.core.config import RunConfig
 
 from benchmarks import bench_update_path
-from core.config import RunConfig
 
 TINY = RunConfig.from_flat({"model.embed_dim": 16, "model.num_layers": 1, "model.num_heads": 2, "model.num_bins": 8,
                             "learner.batch_size": 32, "learner.replay_capacity": 2000})
@@ -18,7 +18,7 @@ TINY = RunConfig.from_flat({"model.embed_dim": 16, "model.num_layers": 1, "model
 def test_trainer_path_runs_the_real_replay_learner_and_board_and_reports_updates_per_second(monkeypatch):
     """Every update of a window goes through replay, learner and (by the publish clock) board,
     and the rate is updates over seconds: a learner slowed to >= 20 ms an update reports <= 50."""
-    import core.learning.learner as learner_mod
+    import dqt.core.learning.learner as learner_mod
 
     path = bench_update_path._Path("cpu", TINY)
     before = len(path.replay)

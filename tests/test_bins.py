@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from core.learning.bins import bin_width, to_bins, to_continuous
+from dqt.core.learning.bins import bin_width, to_bins, to_continuous
 
 
 @pytest.mark.parametrize("k", [2, 3, 11, 256])

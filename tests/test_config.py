@@ -7,8 +7,7 @@ import sys
 
 import pytest
 from conftest import REPO
-
-from core.config import (
+from dqt.core.config import (
     SECTIONS,
     ConfigError,
     ModelConfig,
@@ -18,7 +17,7 @@ from core.config import (
     flatten,
     parse_set,
 )
-from core.names import closest, did_you_mean
+from dqt.core.names import closest, did_you_mean
 
 
 def custom() -> RunConfig:
@@ -118,7 +117,7 @@ def test_config_hash_is_stable_and_ignores_only_the_seed():
     assert a.config_hash() != other.config_hash()
     assert len(a.config_hash()) == 12
     # the same in another Python process (another hash seed): sweeps match points across runs
-    code = "from core.config import RunConfig; print(RunConfig.from_flat({'noise.std': 2.5}).config_hash())"
+    code = "from dqt.core.config import RunConfig; print(RunConfig.from_flat({'noise.std': 2.5}).config_hash())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == RunConfig.from_flat({"noise.std": 2.5}).config_hash()
@@ -154,14 +153,14 @@ HASHED_FIELDS_2026_12_05 = frozenset({
 
 
 def test_every_field_added_since_hashing_began_declares_its_legacy_value():
-    from core.config import legacy_values
+    from dqt.core.config import legacy_values
 
     added = set(RunConfig().to_flat()) - HASHED_FIELDS_2026_12_05
     assert added <= set(legacy_values()), f"new fields without a legacy value: {sorted(added - set(legacy_values()))}"
 
 
 def test_a_field_at_its_legacy_value_keeps_the_hash_of_runs_from_before_it_existed():
-    from core.config import config_hash, legacy_values
+    from dqt.core.config import config_hash, legacy_values
 
     flat = RunConfig.from_flat({"trainer.task": "toy-reach"}).to_flat()
     legacy = legacy_values()
@@ -180,7 +179,7 @@ def test_a_field_at_its_legacy_value_keeps_the_hash_of_runs_from_before_it_exist
 
 
 def test_a_removed_field_keeps_the_hash_of_runs_that_had_it():
-    from core.config import REMOVED_FIELDS, config_hash
+    from dqt.core.config import REMOVED_FIELDS, config_hash
 
     flat = RunConfig.from_flat({"trainer.task": "toy-reach"}).to_flat()
     assert not set(REMOVED_FIELDS) & set(flat)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from core.config import ModelConfig
-from core.learning.decode import GreedyDecoder, brute_force_greedy
-from core.learning.model import QTransformer
+from dqt.core.config import ModelConfig
+from dqt.core.learning.decode import GreedyDecoder, brute_force_greedy
+from dqt.core.learning.model import QTransformer
 
 SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2, zero_init_q_out=False)
 SIZES = {

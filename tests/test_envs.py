@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from core.acting.envs import (
+from dqt.core.acting.envs import (
     PAPER_TASKS,
     TASKS,
     ToyReachEnv,
@@ -13,7 +12,7 @@ from core.acting.envs import (
     move_to_goal_policy,
     run_eval_episodes,
 )
-from core.config import ConfigError
+from dqt.core.config import ConfigError
 
 # --- task names -----------------------------------------------------------------------
 

@@ -26,9 +26,9 @@ seeds: 1
 """
 AXES = """
 import sys
-from analysis.figures import figure_success
-from analysis.load import load_tidy
-from analysis.selection import prepare
+from dqt.analysis.figures import figure_success
+from dqt.analysis.load import load_tidy
+from dqt.analysis.selection import prepare
 data = prepare("ext", load_tidy("ext", sys.argv[1]), figures=True)
 print([ax.get_ylabel() for ax in figure_success(data).axes if ax.get_ylabel()])
 """
@@ -80,7 +80,7 @@ def test_a_declared_figure_metric_missing_from_the_store_is_an_error_that_names_
     out = run(dqt_command("figures", "dqt", "--tracking-uri", store, "--out", str(tmp_path)), plugged)
     assert out.returncode == 2
     assert out.stderr.strip() == ("dqt: error: experiment 'dqt': no run logged the figure metric 'eval/return_spread' "
-                                  "(eval return spread (std over episodes); declared in core.metrics)")
+                                  "(eval return spread (std over episodes); declared in dqt.core.metrics)")
 
 
 @pytest.mark.slow  # one tiny run on a gymnasium task

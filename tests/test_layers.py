@@ -3,8 +3,8 @@ a module imports only from its own layer or the layers below it, so the folders 
 architecture and no import cycle can form between them.
 
     core base (config, names, registry, metrics, noise, seeding, version, tracking, ipc)
-      <- core.learning <- core.acting <- core.running <- sweeps, analysis, dqt
-    and core never imports sweeps or analysis; analysis never needs core.learning/acting/running.
+      <- dqt.core.learning <- dqt.core.acting <- dqt.core.running <- sweeps, analysis, dqt
+    and core never imports sweeps or analysis; analysis never needs dqt.core.learning/acting/running.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["core", "core.learning", "core.acting", "core.running"]  # lowest first
+LAYERS = ["core", "dqt.core.learning", "dqt.core.acting", "dqt.core.running"]  # lowest first
 
 
 def layer_of(module: str) -> int | None:
     """The index in LAYERS of the core layer a module belongs to (None outside core)."""
-    if module != "core" and not module.startswith("core."):
+    if module != "dqt.core" and not module.startswith("dqt.core."):
         return None
     for i in range(len(LAYERS) - 1, 0, -1):
         if module == LAYERS[i] or module.startswith(LAYERS[i] + "."):
@@ -37,8 +37,9 @@ def imports(path: Path) -> list[str]:
 
 
 def module_name(path: Path) -> str:
+    """The module's name in the `dqt` package (core/x.py is dqt.core.x)."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return ".".join(["dqt", *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 
 def test_core_layers_import_only_downwards_and_never_sweeps_or_analysis():
@@ -46,7 +47,7 @@ def test_core_layers_import_only_downwards_and_never_sweeps_or_analysis():
     for path in sorted((ROOT / "core").rglob("*.py")):
         mine = layer_of(module_name(path))
         for target in imports(path):
-            if target.split(".")[0] in ("sweeps", "analysis", "dqt"):
+            if target.startswith(("dqt.sweeps", "dqt.analysis", "dqt.cli", "dqt.ui")):
                 bad.append(f"{module_name(path)} imports {target}")
             theirs = layer_of(target)
             if theirs is not None and theirs > mine:
@@ -56,5 +57,5 @@ def test_core_layers_import_only_downwards_and_never_sweeps_or_analysis():
 
 def test_analysis_needs_no_trainer():
     bad = [f"{module_name(p)} imports {t}" for p in sorted((ROOT / "analysis").rglob("*.py")) for t in imports(p)
-           if (layer_of(t) or 0) > 0 or t.split(".")[0] == "sweeps"]
+           if (layer_of(t) or 0) > 0 or t.startswith("dqt.sweeps")]
     assert not bad, "\n".join(bad)

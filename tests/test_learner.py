@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dqt.core.config import RunConfig
+from dqt.core.learning.learner import METRIC_KEYS, Learner, ema_update
+from dqt.core.learning.replay import Batch, ReplayBuffer
 from torch import nn
-
-from core.config import RunConfig
-from core.learning.learner import METRIC_KEYS, Learner, ema_update
-from core.learning.replay import Batch, ReplayBuffer
 
 OBS_DIM = 3
 

@@ -5,14 +5,13 @@ CPU tests run everywhere; the CUDA ones run only where a GPU is present.
 
 from __future__ import annotations
 
+import dqt.core.learning.learner as learner_mod
 import numpy as np
 import pytest
 import torch
-
-import core.learning.learner as learner_mod
-from core.config import RunConfig
-from core.learning.learner import METRIC_KEYS, Learner
-from core.learning.replay import Batch, ReplayBuffer
+from dqt.core.config import RunConfig
+from dqt.core.learning.learner import METRIC_KEYS, Learner
+from dqt.core.learning.replay import Batch, ReplayBuffer
 
 OBS_DIM, N_DIMS, K = 5, 3, 16
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -8,11 +8,10 @@ import pickle
 
 import numpy as np
 import pytest
-
-from core.config import RunConfig
-from core.ipc.messages import AgentDone, EpisodeMsg, EvalRequest, EvalResult, SlotFree
-from core.running.agent_pool import AgentPool, AgentProc, EnvSpec
-from core.running.metric_window import Window
+from dqt.core.config import RunConfig
+from dqt.core.ipc.messages import AgentDone, EpisodeMsg, EvalRequest, EvalResult, SlotFree
+from dqt.core.running.agent_pool import AgentPool, AgentProc, EnvSpec
+from dqt.core.running.metric_window import Window
 
 EPISODE = EpisodeMsg(agent=1, pid=4242, lane=3, slot=2, length=30, terminated=False, true_return=1.5, success=True,
                      has_success=True, weights_updates=7, epsilon=0.1, t_start=10.0, t_end=11.0)

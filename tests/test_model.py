@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from core.config import ModelConfig
-from core.learning.model import QTransformer
+from dqt.core.config import ModelConfig
+from dqt.core.learning.model import QTransformer
 
 SMALL = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_bins=16, dropout=0.1, num_q_heads=2, zero_init_q_out=False)
 

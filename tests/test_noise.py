@@ -2,9 +2,8 @@ import math
 
 import numpy as np
 import pytest
-
-from core.config import NoiseConfig
-from core.noise import RewardNoise, robust_estimate
+from dqt.core.config import NoiseConfig
+from dqt.core.noise import RewardNoise, robust_estimate
 
 
 def make(rng_seed=0, **kw):

@@ -7,9 +7,8 @@ import math
 import os
 
 import pytest
-
-from core.running.progress import Progress, StatusBar, duration
-from sweeps.launch import EXIT_INTERRUPTED, EXIT_OK, SweepProgress
+from dqt.core.running.progress import Progress, StatusBar, duration
+from dqt.sweeps.launch import EXIT_INTERRUPTED, EXIT_OK, SweepProgress
 
 
 class FakeTty(io.StringIO):
@@ -80,7 +79,16 @@ def test_a_terminal_that_reports_no_size_still_shows_the_bar():
             progress = Progress(600, stream=stream)
             progress.update(100, 50.0, 2.0, 0.1)
             progress.close()
-        out = os.read(master, 1 << 16).decode(errors="replace")
+        chunks = []
+        while True:  # everything written, however many writes it took: the replica is closed, so EIO ends it
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out = b"".join(chunks).decode(errors="replace")
     finally:
         os.close(master)
     assert "steps 100/600  17%|" in out and "ETA 10s | eval success 0.10" in out, out

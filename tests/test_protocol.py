@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from core.acting.actor import env_seed
-from core.acting.envs import (
+from dqt.core.acting.actor import env_seed
+from dqt.core.acting.envs import (
     LAST_ENV_STEP_SUCCESS,
     ActionRepeat,
     benchmark_goals,
@@ -21,11 +20,11 @@ from core.acting.envs import (
     make_env,
     make_run_env,
 )
-from core.acting.evaluator import EVAL_SEED_OFFSET
-from core.acting.rollout import ExplorationPolicy, LaneArrays, run_lanes
-from core.config import ConfigError, ModelConfig, RunConfig
-from core.learning.model import QTransformer
-from core.learning.replay import ReplayBuffer
+from dqt.core.acting.evaluator import EVAL_SEED_OFFSET
+from dqt.core.acting.rollout import ExplorationPolicy, LaneArrays, run_lanes
+from dqt.core.config import ConfigError, ModelConfig, RunConfig
+from dqt.core.learning.model import QTransformer
+from dqt.core.learning.replay import ReplayBuffer
 
 PAPER = RunConfig()  # the defaults are the paper's protocol
 

@@ -278,7 +278,7 @@ def test_an_async_run_stopped_while_working_off_its_backlog_resumes_and_makes_ev
     # The learner touches `all_in` once it has taken in the last episode: an exited agent is not
     # enough (its last episodes may still be in the pipe when the machine is busy).
     all_in = tmp_path / "all-in"
-    marker = ("import os, pathlib, core.running.learner_loop as ll; take = ll.LearnerLoop.take_episode; "
+    marker = ("import os, pathlib, dqt.core.running.learner_loop as ll; take = ll.LearnerLoop.take_episode; "
               "ll.LearnerLoop.take_episode = lambda self, m: (take(self, m), self.env_steps >= "
               "self.cfg.trainer.train_steps and pathlib.Path(os.environ['ALL_IN']).touch())[0]; ")
     proc = subprocess.Popen([sys.executable, "-c", marker + SLOW_LEARNER, "train", *TINY_TOY,

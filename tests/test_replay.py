@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from core.learning.replay import ReplayBuffer
+from dqt.core.learning.replay import ReplayBuffer
 
 
 def episode(length: int, start: float = 0.0, obs_dim: int = 2) -> tuple[np.ndarray, np.ndarray]:

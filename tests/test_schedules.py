@@ -1,15 +1,14 @@
 import math
 
 import pytest
-
-from core.config import ConfigError
-from core.learning.schedules import epsilon, lr_multiplier
+from dqt.core.config import ConfigError
+from dqt.core.learning.schedules import epsilon, lr_multiplier
 
 T = 300_000
 
 
 def closed_form(name, t, n):
-    # DQT section 4.2, written out independently of core.learning.schedules.
+    # DQT section 4.2, written out independently of dqt.core.learning.schedules.
     if name == "linear":
         return 1 - t / T
     if name == "log-curve":

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from core.seeding import PURPOSES, generator, stream, torch_seed
+from dqt.core.seeding import PURPOSES, generator, stream, torch_seed
 
 
 def first_draws(gen: np.random.Generator) -> tuple[int, ...]:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, TINY_TOY, dqt_command
-
-from core.tracking import RunTracker, _dispose_engines, ensure_store, settle_store, sqlite_path
+from dqt.core.tracking import RunTracker, _dispose_engines, ensure_store, settle_store, sqlite_path
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -114,8 +113,8 @@ def test_flushed_points_are_in_the_file_even_when_the_process_os_exits(store: st
     every flushed point in mlflow.db itself; an ended run leaves its final status."""
     run_python(f"""
         import os
-        from core.tracking import RunTracker
-        from core.ipc.procutil import exit_now
+        from dqt.core.tracking import RunTracker
+        from dqt.core.ipc.procutil import exit_now
         done = RunTracker({store!r}, "exits", run_name="ended", flush_every_s=0.0)
         for step in range(40):
             done.log_metrics({{"loss/td": step / 3, "q/mean": -step}}, step=step)
@@ -209,7 +208,7 @@ def test_a_run_ending_checkpoints_a_wal_another_process_holds_open(store: str, t
         holder.wait(30)
     assert settle_store(store) and journal_mode(db) == "wal"  # an empty WAL: nothing to do
     _dispose_engines(db)  # this process's idle MLflow connections would hold the WAL open too
-    run_python(f"from core.tracking import ensure_store; ensure_store({store!r})")  # the next command
+    run_python(f"from dqt.core.tracking import ensure_store; ensure_store({store!r})")  # the next command
     assert journal_mode(db) == "delete"  # alone now: it leaves WAL mode for good
     assert not [p.name for p in db.parent.iterdir() if p.name.endswith(SIDE_FILES)]
 
@@ -220,8 +219,8 @@ def test_exit_now_settles_a_wal_store_written_without_a_tracker(store: str, tmp_
     WAL is checkpointed on the way out."""
     run_python(f"""
         from mlflow.tracking import MlflowClient
-        from core.ipc.procutil import exit_now
-        from core.tracking import ensure_store
+        from dqt.core.ipc.procutil import exit_now
+        from dqt.core.tracking import ensure_store
         uri = ensure_store({store!r}, wal=True)
         client = MlflowClient(uri)
         run = client.create_run("0", run_name="parent")

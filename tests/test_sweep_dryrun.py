@@ -5,10 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from core.tracking import ensure_store
+from dqt.core.tracking import ensure_store
+from dqt.sweeps.expand import expand
+from dqt.sweeps.spec import load_spec
+
 from dqt.cli import main
-from sweeps.expand import expand
-from sweeps.spec import load_spec
 
 SPEC = """\
 name: demo

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import sigkill_session
-
-from core.tracking import ensure_store
+from dqt.core.tracking import ensure_store
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -42,8 +41,7 @@ def client_runs(uri: str, experiment: str) -> list:
 
 def test_two_workers_share_a_real_sweep(tmp_path):
     import optuna
-
-    from sweeps.claims import open_storage
+    from dqt.sweeps.claims import open_storage
 
     spec = tmp_path / "two.yaml"
     spec.write_text(f"name: two\nbase:\n{TINY}grid: {{noise.robust: [none, median]}}\nseeds: 2\n")

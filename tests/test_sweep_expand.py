@@ -8,10 +8,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from core.config import ConfigError
-from sweeps.expand import expand, grid_combinations, run_name, varied_keys
-from sweeps.spec import load_spec
+from dqt.core.config import ConfigError
+from dqt.sweeps.expand import expand, grid_combinations, run_name, varied_keys
+from dqt.sweeps.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "sweeps"
@@ -101,7 +100,7 @@ def test_point_order_and_spelling_do_not_change_hashes(tmp_path):
 
 
 def test_hashes_are_stable_across_processes():
-    code = ("from sweeps.spec import load_spec; from sweeps.expand import expand; "
+    code = ("from dqt.sweeps.spec import load_spec; from dqt.sweeps.expand import expand; "
             "print(sorted(p.key for p in expand(load_spec('sweeps/noise.yaml', 'paper'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})

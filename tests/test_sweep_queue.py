@@ -11,11 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from core.config import RunConfig
-from sweeps.claims import ClaimQueue, StorageClock
-from sweeps.expand import Point
-from sweeps.liveness import Owner, claim_alive
+from dqt.core.config import RunConfig
+from dqt.sweeps.claims import ClaimQueue, StorageClock
+from dqt.sweeps.expand import Point
+from dqt.sweeps.liveness import Owner, claim_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "sweep/test/quick"
@@ -29,7 +28,7 @@ def points(n: int) -> list[Point]:
 WORKER = f"""
 import json, sys, time
 from pathlib import Path
-from sweeps.claims import ClaimQueue
+from dqt.sweeps.claims import ClaimQueue
 storage, go, wanted = sys.argv[1], Path(sys.argv[2]), {{tuple(k) for k in json.loads(sys.argv[3])}}
 queue = ClaimQueue(storage, "{STUDY}")
 while not go.exists():  # start both workers' claiming at the same moment
@@ -118,7 +117,7 @@ def test_a_claim_of_a_dead_worker_is_reaped_and_offered_again(tmp_path):
     pts = points(2)
     ClaimQueue(storage, STUDY).sync(pts, finished=set())
     # a worker claims one point and dies without closing the claim (as after SIGKILL)
-    code = ("import sys; from sweeps.claims import ClaimQueue; q = ClaimQueue(sys.argv[1], sys.argv[2]); "
+    code = ("import sys; from dqt.sweeps.claims import ClaimQueue; q = ClaimQueue(sys.argv[1], sys.argv[2]); "
             f"c = q.claim({{('{pts[0].config_hash}', 0)}}); print(c.key[1])")
     out = subprocess.run([sys.executable, "-c", code, storage, STUDY], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
@@ -166,7 +165,7 @@ def test_a_claim_keeps_its_own_grace_and_a_hung_live_worker_loses_it():
 
 
 def test_heartbeats_come_from_a_thread_that_a_blocked_main_loop_and_a_failing_beat_do_not_stop(tmp_path):
-    from sweeps.claims import HeartbeatThread
+    from dqt.sweeps.claims import HeartbeatThread
 
     queue = ClaimQueue(str(tmp_path / "q.journal"), STUDY, stale_after_s=3.0)
     queue.sync(points(1), finished=set())
@@ -225,9 +224,9 @@ def test_the_storage_clock_is_the_storages(tmp_path):
 SYNC = f"""
 import sys, time
 from pathlib import Path
-from core.config import RunConfig
-from sweeps.claims import ClaimQueue
-from sweeps.expand import Point
+from dqt.core.config import RunConfig
+from dqt.sweeps.claims import ClaimQueue
+from dqt.sweeps.expand import Point
 config = RunConfig()
 pts = [Point(config, config.config_hash(), seed) for seed in range(int(sys.argv[3]))]
 queue = ClaimQueue(sys.argv[1], "{STUDY}")
@@ -278,7 +277,7 @@ def test_a_dead_claim_is_offered_again_once_however_many_reap_it(tmp_path):
     ("/shared/optuna.journal", "/shared/optuna.journal"),
 ])
 def test_a_storage_password_is_never_shown(url, shown):
-    from sweeps.claims import redact
+    from dqt.sweeps.claims import redact
 
     assert redact(url) == shown
 
@@ -286,7 +285,7 @@ def test_a_storage_password_is_never_shown(url, shown):
 def test_the_storage_url_comes_from_the_environment_so_ps_does_not_show_it(monkeypatch):
     import argparse
 
-    from sweeps import cli
+    from dqt.sweeps import cli
 
     monkeypatch.setenv("DQT_STORAGE", "postgresql://dqt:s3cret@db/optuna")
     parser = argparse.ArgumentParser()

@@ -19,11 +19,10 @@ from pathlib import Path
 import fake_train as fake
 import pytest
 from conftest import alive
-
-from core.tracking import ensure_store
-from sweeps.expand import expand
-from sweeps.runner import SweepOptions, run_sweep
-from sweeps.spec import load_spec
+from dqt.core.tracking import ensure_store
+from dqt.sweeps.expand import expand
+from dqt.sweeps.runner import SweepOptions, run_sweep
+from dqt.sweeps.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +120,7 @@ def test_finished_points_of_another_toolkit_version_count_as_done_and_are_named(
     again = options(env)
     result = run_sweep(spec, points, again)
     assert result.exit_code == 0 and result.already == 2 and len(starts(env["log"])) == 2
-    from core.version import toolkit_version
+    from dqt.core.version import toolkit_version
 
     assert (f"finished points made by another toolkit version count as done (1 by 0.1.0; this is "
             f"{toolkit_version()})") in again.stream.getvalue()
@@ -166,9 +165,8 @@ def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env)
 
 
 def test_parents_of_dead_sweeps_are_killed_by_the_next_sweep(tmp_path, env):
+    from dqt.sweeps.liveness import HOST, Owner
     from mlflow import MlflowClient
-
-    from sweeps.liveness import HOST, Owner
 
     spec = load_spec(make_spec(tmp_path, [0]))
     client = MlflowClient(env["uri"])
@@ -209,9 +207,9 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 import fake_train as fake
-from sweeps.expand import expand
-from sweeps.runner import SweepOptions, run_sweep
-from sweeps.spec import load_spec
+from dqt.sweeps.expand import expand
+from dqt.sweeps.runner import SweepOptions, run_sweep
+from dqt.sweeps.spec import load_spec
 spec = load_spec(sys.argv[1])
 opts = SweepOptions(jobs=2, tracking_uri=sys.argv[2], train_cmd=fake.command(), grace_s=10,
                     workdir=Path(sys.argv[4]), worker_id=sys.argv[5], poll_s=0.5,
@@ -278,9 +276,8 @@ def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue
     which reap its claim and offer the point again. When its heartbeat thread finds the claim
     gone, it stops that run (SIGTERM: a checkpoint, no further writes) instead of racing the
     next claimer; here it claims the re-offered point itself and resumes it."""
+    from dqt.sweeps.claims import ClaimQueue, default_storage
     from optuna.trial import TrialState
-
-    from sweeps.claims import ClaimQueue, default_storage
 
     spec_path = make_spec(tmp_path, [55])
     sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),

@@ -8,14 +8,13 @@ from pathlib import Path
 import fake_train as fake
 import optuna
 import pytest
-
-from analysis.auc import budget_auc, normalized_auc
-from core.config import RunConfig
-from core.tracking import ensure_store
-from sweeps.claims import open_storage, study_name
-from sweeps.runner import SweepOptions
-from sweeps.search import run_search, success_auc, suggest
-from sweeps.spec import load_spec
+from dqt.analysis.auc import budget_auc, normalized_auc
+from dqt.core.config import RunConfig
+from dqt.core.tracking import ensure_store
+from dqt.sweeps.claims import open_storage, study_name
+from dqt.sweeps.runner import SweepOptions
+from dqt.sweeps.search import run_search, success_auc, suggest
+from dqt.sweeps.spec import load_spec
 
 
 def test_success_auc_is_the_reports_auc_over_the_runs_budget():
@@ -36,12 +35,12 @@ def test_success_auc_is_the_normalised_trapezoid():
 
 
 def test_result_keys_are_mlflow_metric_names():
-    from analysis.load import SUCCESS
-    from core.tracking.writer import _check_key
-    from sweeps.parent import SUCCESS as PARENT_SUCCESS
-    from sweeps.parent import result_key, results_prefix
+    from dqt.analysis.load import SUCCESS
+    from dqt.core.tracking.writer import _check_key
+    from dqt.sweeps.parent import SUCCESS as PARENT_SUCCESS
+    from dqt.sweeps.parent import result_key, results_prefix
 
-    assert PARENT_SUCCESS == SUCCESS  # sweeps.parent keeps its own copy to import analysis lazily
+    assert PARENT_SUCCESS == SUCCESS  # dqt.sweeps.parent keeps its own copy to import analysis lazily
     assert result_key(results_prefix(), "std=5 robust=median") == "success_auc/std:5 robust:median"
     assert results_prefix("eval/return") == "eval/return_auc"
     for name in ("task=mw/door", "a,b=c+d", "x" * 400):

@@ -6,9 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from core.config import ConfigError
-from sweeps.spec import load_spec
+from dqt.core.config import ConfigError
+from dqt.sweeps.spec import load_spec
 
 GOOD = """\
 name: demo

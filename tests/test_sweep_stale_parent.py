@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import sigkill_session
-
-from core.tracking import ensure_store
+from dqt.core.tracking import ensure_store
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from core.config import ConfigError, RunConfig
-from core.tracking import (
+from dqt.core.config import ConfigError, RunConfig
+from dqt.core.tracking import (
     FAILURE_REASON_TAG,
     RunTracker,
     TrackingError,
@@ -363,8 +362,8 @@ def test_exit_now_writes_what_an_unended_tracker_holds(store: str) -> None:
     """A process leaving through `exit_now` (os._exit after settling) without ending its run:
     points still buffered and batches still in flight are written first."""
     script = f"""
-from core.ipc.procutil import exit_now
-from core.tracking import RunTracker
+from dqt.core.ipc.procutil import exit_now
+from dqt.core.tracking import RunTracker
 buffered = RunTracker({store!r}, "unended", run_name="buffered", flush_every_s=3600, async_metrics=True)
 in_flight = RunTracker({store!r}, "unended", run_name="in flight", flush_every_s=0.0, async_metrics=True)
 for step in range(300):

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
+from dqt.core.config import RunConfig
 from mlflow.tracking import MlflowClient
-
-from core.config import RunConfig
 
 METRICS = [
     "eval/success_rate", "eval/return", "train/episode_return", "train/success", "loss/td", "loss/conservative",
@@ -91,7 +90,8 @@ def first_episode_return(store: str, seed: int) -> float:
     """The first episode's return of a `dqt train --seed SEED` run.  The trainer runs in this
     process (its agent and evaluator still in their own): the seed must reach the spawned agent,
     and the ~7 s of imports a new `dqt` process pays would be most of this test's time."""
-    from core.running.trainer import TrackingOptions, train
+    from dqt.core.running.trainer import TrackingOptions, train
+
     from dqt.cli import build_parser, resolve_train_config
 
     args = build_parser().parse_args(["train", *TINY_TOY, "--train-steps", "200", "--num-agents", "1",
@@ -175,7 +175,7 @@ def test_agents_with_several_envs_finish_without_spurious_restarts(store):
 def test_a_child_that_cannot_start_fails_the_run_with_its_own_reason(store):
     # Regression: when the evaluator's start() raised, shutdown tried to join the never-started
     # process, an AssertionError replaced the real reason and the learner hung.
-    script = ("import sys, core.running.agent_pool as p; p.eval_main = lambda *a: None; "  # spawn cannot pickle a lambda
+    script = ("import sys, dqt.core.running.agent_pool as p; p.eval_main = lambda *a: None; "  # spawn cannot pickle a lambda
               "from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
     out = subprocess.run([sys.executable, "-c", script, "train", *TINY_TOY, "--num-agents", "2",
                           "--tracking-uri", store, "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -20,9 +20,9 @@ from pathlib import Path
 import fake_train as fake
 import pytest
 from conftest import REPO, empty_store
+from dqt.core.config import ConfigError
+from dqt.core.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, RunTracker, artifact_root_for, ensure_store
 
-from core.config import ConfigError
-from core.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, RunTracker, artifact_root_for, ensure_store
 from dqt.ui import serve_ui, ui_command
 
 
@@ -46,7 +46,7 @@ def test_serve_ui_refuses_servers_and_busy_ports(store: str) -> None:
 
 
 def test_core_does_not_import_the_ui() -> None:
-    out = subprocess.run([sys.executable, "-c", "import sys, core.tracking, core.running.trainer; "
+    out = subprocess.run([sys.executable, "-c", "import sys, dqt.core.tracking, dqt.core.running.trainer; "
                           "print('dqt.ui' in sys.modules)"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
@@ -86,9 +86,9 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory):
     """A store with one logged run and a finished two-configuration sweep (stand-in trainer),
     served by `dqt ui` as a user starts it; stopped by SIGTERM at the end, as a supervisor would."""
-    from sweeps.expand import expand
-    from sweeps.runner import SweepOptions, run_sweep
-    from sweeps.spec import load_spec
+    from dqt.sweeps.expand import expand
+    from dqt.sweeps.runner import SweepOptions, run_sweep
+    from dqt.sweeps.spec import load_spec
 
     root = tmp_path_factory.mktemp("ui")
     uri = ensure_store(empty_store(tmp_path_factory, root))

@@ -16,18 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from core.acting.envs import make_run_env
-from core.acting.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
-from core.config import RunConfig
-from core.ipc.messages import AgentDone, EpisodeMsg, SlotFree
-from core.ipc.procutil import become_child_of_run, exit_now, parent_alive
-from core.ipc.transport import EpisodeSlots, SlotLayout, WeightBoard
-from core.learning.decode import GreedyDecoder
-from core.learning.model import QTransformer
-from core.learning.schedules import epsilon
-from core.noise import RewardNoise
-from core.seeding import generator
+from dqt.core.acting.envs import make_run_env
+from dqt.core.acting.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
+from dqt.core.config import RunConfig
+from dqt.core.ipc.messages import AgentDone, EpisodeMsg, SlotFree
+from dqt.core.ipc.procutil import become_child_of_run, exit_now, parent_alive
+from dqt.core.ipc.transport import EpisodeSlots, SlotLayout, WeightBoard
+from dqt.core.learning.decode import GreedyDecoder
+from dqt.core.learning.model import QTransformer
+from dqt.core.learning.schedules import epsilon
+from dqt.core.noise import RewardNoise
+from dqt.core.seeding import generator
 
 
 def env_seed(base_seed: int, lane: int) -> int:

@@ -13,18 +13,17 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from core.acting.envs import make_run_env
-from core.acting.envs.evaluation import play_eval_episodes
-from core.config import RunConfig
-from core.ipc.messages import EvalRequest, EvalResult
-from core.ipc.procutil import become_child_of_run, exit_now, parent_alive
-from core.ipc.transport import load_flat
-from core.learning.bins import to_continuous
-from core.learning.decode import GreedyDecoder
-from core.learning.model import QTransformer
-from core.metrics import eval_values
-from core.seeding import generator
+from dqt.core.acting.envs import make_run_env
+from dqt.core.acting.envs.evaluation import play_eval_episodes
+from dqt.core.config import RunConfig
+from dqt.core.ipc.messages import EvalRequest, EvalResult
+from dqt.core.ipc.procutil import become_child_of_run, exit_now, parent_alive
+from dqt.core.ipc.transport import load_flat
+from dqt.core.learning.bins import to_continuous
+from dqt.core.learning.decode import GreedyDecoder
+from dqt.core.learning.model import QTransformer
+from dqt.core.metrics import eval_values
+from dqt.core.seeding import generator
 
 EVAL_SEED_OFFSET = 999
 

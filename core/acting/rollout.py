@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from core.acting.envs import episode_successes, step_success
-from core.learning.bins import to_continuous
+from dqt.core.acting.envs import episode_successes, step_success
+from dqt.core.learning.bins import to_continuous
 
 
 @dataclass
@@ -25,7 +24,7 @@ class EpisodeStats:
     length: int
     terminated: bool
     true_return: float  # undiscounted and noise-free: what the agent really earned
-    success: bool  # under the run's eval.success convention (core.acting.envs.episode_successes)
+    success: bool  # under the run's eval.success convention (dqt.core.acting.envs.episode_successes)
     has_success: bool  # the env reported a success flag (a task without one is judged by return)
     budget_hit: bool  # the run's env-step budget ran out during this episode
     t_start: float = 0.0

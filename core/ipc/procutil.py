@@ -34,7 +34,7 @@ def settle_tracking() -> None:
     (`core.tracking.settle_stores`: every committed write in ``mlflow.db`` itself, no WAL
     left beside it).  Call it before any ``os._exit``; a no-op in a process that never touched
     a store, and it never imports MLflow nor raises."""
-    tracking = sys.modules.get("core.tracking")
+    tracking = sys.modules.get("dqt.core.tracking")
     if tracking is not None:
         try:
             tracking.settle_stores()

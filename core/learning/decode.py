@@ -15,9 +15,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dqt.core.learning.model import QTransformer
 from torch import Tensor
-
-from core.learning.model import QTransformer
 
 
 class GreedyDecoder:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from core.config import TD_LOSSES
+from dqt.core.config import TD_LOSSES
 
 
 def per_dim_targets(

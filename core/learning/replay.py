@@ -47,8 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from core.config import REPLAY_SAMPLING
+from dqt.core.config import REPLAY_SAMPLING
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from core.config import LR_SCHEDULES, ConfigError
+from dqt.core.config import LR_SCHEDULES, ConfigError
 
 
 def epsilon(t: int, eps_max: float, eps_min: float, decay_steps: float) -> float:

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from core.acting.actor import AgentChannels, agent_main
-from core.acting.evaluator import eval_main
-from core.config import RunConfig
-from core.ipc.messages import AgentMsg, EpisodeMsg, SlotFree
-from core.ipc.transport import EpisodeSlots, SlotLayout, WeightBoard
-from core.tracking import RunTracker
+from dqt.core.acting.actor import AgentChannels, agent_main
+from dqt.core.acting.evaluator import eval_main
+from dqt.core.config import RunConfig
+from dqt.core.ipc.messages import AgentMsg, EpisodeMsg, SlotFree
+from dqt.core.ipc.transport import EpisodeSlots, SlotLayout, WeightBoard
+from dqt.core.tracking import RunTracker
 
 ASYNC_SLOTS = 4  # episodes an async lane may have in flight before it would wait
 

@@ -19,18 +19,17 @@ from multiprocessing import connection as mp_connection
 from pathlib import Path
 
 import torch
-
-from core.config import RunConfig
-from core.ipc.messages import AgentDone, AgentMsg, EpisodeMsg, EvalRequest, EvalResult
-from core.learning.learner import Learner
-from core.learning.replay import ReplayBuffer
-from core.metrics import SUCCESS, train_values
-from core.running.agent_pool import AgentPool, EnvSpec, split_budget
-from core.running.checkpoint import CHECKPOINT_FILE, save_checkpoint
-from core.running.metric_window import AgentLog, Window
-from core.running.progress import Progress
-from core.seeding import generator, torch_seed
-from core.tracking import RunTracker
+from dqt.core.config import RunConfig
+from dqt.core.ipc.messages import AgentDone, AgentMsg, EpisodeMsg, EvalRequest, EvalResult
+from dqt.core.learning.learner import Learner
+from dqt.core.learning.replay import ReplayBuffer
+from dqt.core.metrics import SUCCESS, train_values
+from dqt.core.running.agent_pool import AgentPool, EnvSpec, split_budget
+from dqt.core.running.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from dqt.core.running.metric_window import AgentLog, Window
+from dqt.core.running.progress import Progress
+from dqt.core.seeding import generator, torch_seed
+from dqt.core.tracking import RunTracker
 
 LOG_INTERVAL_S = 1.0
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, RunConfig
-from core.running.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from dqt.core.config import ConfigError, RunConfig
+from dqt.core.running.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
 
 @dataclass

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from core.acting.envs import canonical_task, decisions_per_episode, make_run_env
-from core.config import ConfigError, RunConfig
-from core.running.agent_pool import EnvSpec
-from core.running.learner_loop import LearnerLoop
-from core.tracking import RunTracker
-from core.version import toolkit_version
+from dqt.core.acting.envs import canonical_task, decisions_per_episode, make_run_env
+from dqt.core.config import ConfigError, RunConfig
+from dqt.core.running.agent_pool import EnvSpec
+from dqt.core.running.learner_loop import LearnerLoop
+from dqt.core.tracking import RunTracker
+from dqt.core.version import toolkit_version
 
 __all__ = ["RunInterrupted", "TrackingOptions", "TrainResult", "config_changes", "probe_env", "resolve",
            "resolve_device", "train"]
@@ -117,7 +116,7 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
     tracking = tracking or TrackingOptions()
     checkpoint = None
     if tracking.resume_run_id:
-        from core.running.resume import load_resume_point
+        from dqt.core.running.resume import load_resume_point
 
         point = load_resume_point(tracking.uri, tracking.resume_run_id)
         if cfg is not None:  # checked before the run is reopened, so a refused resume leaves it as it was

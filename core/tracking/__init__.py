@@ -13,15 +13,15 @@
 The MLflow UI server (`dqt ui`) is the CLI's: `dqt/ui.py`.
 """
 
-from core.tracking.experiments import (
+from dqt.core.tracking.experiments import (
     EXPERIMENT_KIND_TAG,
     TRAINING_KIND,
     get_or_create_experiment,
     last_logged_step,
 )
-from core.tracking.metrics import MAX_METRICS_PER_BATCH, MetricWriter
-from core.tracking.retry import TrackingError, is_transient, with_retry
-from core.tracking.store import (
+from dqt.core.tracking.metrics import MAX_METRICS_PER_BATCH, MetricWriter
+from dqt.core.tracking.retry import TrackingError, is_transient, with_retry
+from dqt.core.tracking.store import (
     JOURNAL_SWITCH_TIMEOUT_S,
     SETTLE_TIMEOUT_S,
     _dispose_engines,
@@ -29,7 +29,7 @@ from core.tracking.store import (
     settle_store,
     settle_stores,
 )
-from core.tracking.uri import (
+from dqt.core.tracking.uri import (
     ARTIFACT_DIR,
     artifact_root_for,
     default_tracking_uri,
@@ -37,7 +37,7 @@ from core.tracking.uri import (
     resolve_tracking_uri,
     sqlite_path,
 )
-from core.tracking.writer import (
+from dqt.core.tracking.writer import (
     FAILURE_REASON_TAG,
     MAX_KEY_LENGTH,
     MAX_PARAM_VAL_LENGTH,

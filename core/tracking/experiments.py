@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from core.config import ConfigError
-from core.tracking.retry import TrackingError, with_retry
-from core.tracking.uri import artifact_root_for
+from dqt.core.config import ConfigError
+from dqt.core.tracking.retry import TrackingError, with_retry
+from dqt.core.tracking.uri import artifact_root_for
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -36,8 +36,8 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.tracking.retry import TrackingError, first_line, is_transient, with_retry
-from core.tracking.store import SETTLE_TIMEOUT_S, before_settle
+from dqt.core.tracking.retry import TrackingError, first_line, is_transient, with_retry
+from dqt.core.tracking.store import SETTLE_TIMEOUT_S, before_settle
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric

@@ -38,9 +38,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from core.config import ConfigError
-from core.tracking.retry import first_line, is_transient, with_retry
-from core.tracking.uri import artifact_root_for, resolve_tracking_uri, sqlite_path
+from dqt.core.config import ConfigError
+from dqt.core.tracking.retry import first_line, is_transient, with_retry
+from dqt.core.tracking.uri import artifact_root_for, resolve_tracking_uri, sqlite_path
 
 log = logging.getLogger(__name__)
 

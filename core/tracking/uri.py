@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from core.config import ConfigError
+from dqt.core.config import ConfigError
 
 ARTIFACT_DIR = "mlartifacts"
 

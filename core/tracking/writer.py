@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.config import ConfigError
-from core.tracking.experiments import get_or_create_experiment, last_logged_step
-from core.tracking.metrics import MAX_METRICS_PER_BATCH, MetricWriter
-from core.tracking.retry import TrackingError, with_retry
-from core.tracking.store import ensure_store, settle_store
+from dqt.core.config import ConfigError
+from dqt.core.tracking.experiments import get_or_create_experiment, last_logged_step
+from dqt.core.tracking.metrics import MAX_METRICS_PER_BATCH, MetricWriter
+from dqt.core.tracking.retry import TrackingError, with_retry
+from dqt.core.tracking.store import ensure_store, settle_store
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,10 @@ an env family, a noise kind and an eval metric. tests/test_extensions.py runs th
 from __future__ import annotations
 
 import numpy as np
-
-from core.acting.envs.families import ENV_FAMILIES, EnvFamily
-from core.acting.envs.toy_reach import ToyReachEnv
-from core.metrics import EVAL_METRICS, Metric
-from core.noise import NOISE_KINDS, NoiseKind
+from dqt.core.acting.envs.families import ENV_FAMILIES, EnvFamily
+from dqt.core.acting.envs.toy_reach import ToyReachEnv
+from dqt.core.metrics import EVAL_METRICS, Metric
+from dqt.core.noise import NOISE_KINDS, NoiseKind
 
 # toy-reach on a line: one action dim
 ENV_FAMILIES.register("toy-line", EnvFamily(

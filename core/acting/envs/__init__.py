@@ -13,20 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-
-from core.acting.envs.evaluation import (
+from dqt.core.acting.envs.evaluation import (
     LAST_ENV_STEP_SUCCESS,
     episode_success,
     episode_successes,
     run_eval_episodes,
     step_success,
 )
-from core.acting.envs.families import ENV_FAMILIES, EnvFamily, EnvOptions
-from core.acting.envs.metaworld_env import benchmark_goals
-from core.acting.envs.protocol import ActionRepeat
-from core.acting.envs.toy_reach import TOY_REACH, ToyReachEnv, move_to_goal_policy
-from core.config import ConfigError
-from core.names import did_you_mean
+from dqt.core.acting.envs.families import ENV_FAMILIES, EnvFamily, EnvOptions
+from dqt.core.acting.envs.metaworld_env import benchmark_goals
+from dqt.core.acting.envs.protocol import ActionRepeat
+from dqt.core.acting.envs.toy_reach import TOY_REACH, ToyReachEnv, move_to_goal_policy
+from dqt.core.config import ConfigError
+from dqt.core.names import did_you_mean
 
 PAPER_TASKS = ("door-unlock-v3", "hammer-v3", "reach-wall-v3", "plate-slide-v3")
 
@@ -55,7 +54,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # TASKS is computed on first use so that importing core.acting.envs does not load MuJoCo.
+    # TASKS is computed on first use so that importing dqt.core.acting.envs does not load MuJoCo.
     if name == "TASKS":
         return tuple(t for _, family in ENV_FAMILIES.items() for t in dict.fromkeys(family.spellings().values()))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

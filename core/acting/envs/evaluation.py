@@ -29,8 +29,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from core.metrics import EvalEpisode
+from dqt.core.metrics import EvalEpisode
 
 LAST_ENV_STEP_SUCCESS = "success_last_env_step"
 """info key of a step made of several env steps (action repeat): the success flag of its last

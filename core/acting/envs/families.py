@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import gymnasium as gym
-
-from core.registry import Registry
+from dqt.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ ENV_FAMILIES: Registry[EnvFamily] = Registry("env family")
 
 
 def _toy() -> EnvFamily:
-    from core.acting.envs.toy_reach import TOY_EPISODE_STEPS, TOY_REACH, ToyReachEnv
+    from dqt.core.acting.envs.toy_reach import TOY_EPISODE_STEPS, TOY_REACH, ToyReachEnv
 
     def make(task: str, seed: int, opts: EnvOptions) -> gym.Env:
         kwargs = {"max_episode_steps": opts.episode_length} if opts.episode_length > 0 else {}
@@ -76,7 +75,7 @@ def _toy() -> EnvFamily:
 
 
 def _metaworld() -> EnvFamily:
-    from core.acting.envs import metaworld_env as mw
+    from dqt.core.acting.envs import metaworld_env as mw
 
     def resolve(name: str) -> str | None:
         key = name.strip().lower().replace("_", "-")
@@ -96,7 +95,7 @@ def _metaworld() -> EnvFamily:
 
 
 def _gymnasium() -> EnvFamily:
-    from core.acting.envs import gym_env
+    from dqt.core.acting.envs import gym_env
 
     def resolve(name: str) -> str | None:
         found = gym_env.gym_id(name)

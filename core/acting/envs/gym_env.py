@@ -15,8 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from core.config import ConfigError
+from dqt.core.config import ConfigError
 
 PREFIX = "gym:"
 

@@ -40,8 +40,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from core.config import ConfigError
+from dqt.core.config import ConfigError
 
 EPISODE_STEPS = 500
 """MetaWorld's ``max_path_length``: the episode length its success rates are defined on."""

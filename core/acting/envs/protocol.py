@@ -14,8 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from core.acting.envs.evaluation import LAST_ENV_STEP_SUCCESS
+from dqt.core.acting.envs.evaluation import LAST_ENV_STEP_SUCCESS
 
 
 class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):

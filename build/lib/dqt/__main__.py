@@ -1,0 +1,3 @@
+from dqt.cli import entry
+
+entry()
