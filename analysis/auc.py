@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from dqt.analysis.load import SUCCESS, Curve, metric_curves
 from dqt.analysis.selection import ExperimentRuns
 from dqt.analysis.stats import summarize

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from dqt.analysis.labels import format_value
 from dqt.analysis.plotting import LR_KEY, ROBUST_KEY, TASK_KEY, where
 from dqt.analysis.selection import ExperimentRuns

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+
 from dqt.analysis.labels import config_label, format_value, short_names
 from dqt.analysis.load import SUCCESS, metric_curves
 from dqt.analysis.plotting import (
@@ -32,7 +34,6 @@ from dqt.analysis.plotting import (
     where,
 )
 from dqt.analysis.selection import ExperimentRuns
-from matplotlib.figure import Figure
 
 
 def _fixed_value(values: pd.Series, preferred: float) -> float:

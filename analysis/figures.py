@@ -33,11 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
 from dqt.analysis.auc import AucTable
 from dqt.analysis.figure_noise import figure_noise
 from dqt.analysis.labels import common_values, config_label, format_value, short_names
 from dqt.analysis.load import SUCCESS, WALL, metric_curves, wall_time_curves
 from dqt.analysis.plotting import (
+    AGENTS_KEY,
     AGENTS_KEYS,
     AUC_LABEL,
     LR_KEY,
@@ -58,13 +62,13 @@ from dqt.analysis.plotting import (
     where,
 )
 from dqt.analysis.selection import ExperimentRuns
-from matplotlib.figure import Figure
 
 DESCRIPTIONS = {
     "success": "Eval return (top) and eval success rate (bottom) vs env steps, one line per "
                "configuration (greedy, noise-free eval episodes).",
     "agents": "Eval return (top) and eval success (bottom) vs env steps per LR schedule, "
-              "one line per agent count (cf. DQT figure 2).",
+              "one line per agent count (cf. DQT figure 2); a one-agent run made under one schedule only "
+              "is drawn in every column (the schedules coincide at n = 1).",
     "agents_time": "Eval success vs wall-clock seconds per LR schedule, one line per agent count.",
     "noise": "Eval return and, below it, eval success vs env steps under reward noise: row pairs fix "
              "μ or σ, columns noisy vs robust reward; the black dashed line is the noise-free "
@@ -76,6 +80,17 @@ DESCRIPTIONS = {
 
 # ---- DQT figure 2 ------------------------------------------------------------------------
 
+def single_agent_everywhere(data: ExperimentRuns, configs: pd.DataFrame) -> pd.DataFrame:
+    """`configs` plus the one-agent configuration when it ran under one schedule only: with n = 1
+    the four schedules of DQT 4.2 are the same function, so that run stands in every column."""
+    if AGENTS_KEY not in data.configs.columns or LR_KEY not in data.configs.columns:
+        return configs
+    single = data.configs[pd.to_numeric(data.configs[AGENTS_KEY], errors="coerce") == 1]
+    if len(single) != 1 or single.index[0] in configs.index:
+        return configs
+    return pd.concat([single, configs])
+
+
 def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 0) -> Figure:
     """Per LR schedule (columns): eval return (top row) and eval success (bottom row) vs env steps."""
     schedules = column(data, LR_KEY, LR_ORDER)
@@ -86,7 +101,7 @@ def figure_agents(data: ExperimentRuns, *, statistic: str = "mean", seed: int = 
         curves = metric_curves(data.tidy, metric)
         for c, schedule in enumerate(schedules):
             ax = axes[r, c]
-            configs = where(data.configs, LR_KEY, schedule)
+            configs = single_agent_everywhere(data, where(data.configs, LR_KEY, schedule))
             plot_configs(ax, curves, configs, label_keys, colors, statistic=statistic, seed=seed)
             ax.set_title(f"LR schedule: {format_value(schedule)}" if schedule is not None else "all runs")
             steps_axis(ax, data.step_label)

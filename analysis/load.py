@@ -41,11 +41,12 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
 from dqt.analysis.store import find_experiment, open_client, training_runs
 from dqt.core.config import SEED_KEY, config_hash
 from dqt.core.metrics import EVAL_RETURN, SUCCESS  # noqa: F401 - declared once, with the other metrics
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 RETURN = "train/episode_return"
 WALL = "time/wall_s"

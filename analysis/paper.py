@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
+
 from dqt.analysis.auc import auc_table
 from dqt.analysis.claims import (
     RETURN_AUC,
@@ -36,7 +38,6 @@ from dqt.analysis.load import EVAL_RETURN
 from dqt.analysis.report import BOOTSTRAP_RESAMPLES, ReportResult, build_report, markdown_auc_table
 from dqt.analysis.store import find_experiment, latest_parent_run
 from dqt.core.config import ConfigError
-from mlflow.tracking import MlflowClient
 
 PAPER_TASKS = ("door-unlock-v3", "hammer-v3", "reach-wall-v3", "plate-slide-v3")
 PAPER_SEEDS = 6

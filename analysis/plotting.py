@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+
 from dqt.analysis.auc import common_range, resample, union_grid
 from dqt.analysis.labels import config_label, short_names
 from dqt.analysis.load import Curve
 from dqt.analysis.selection import ExperimentRuns
 from dqt.analysis.stats import curve_band
 from dqt.core.metrics import EVAL_METRICS, EVAL_RETURN
-from matplotlib.figure import Figure
 
 STEP_LABEL = "env steps (all agents)"
 STEP_LABEL_PER_AGENT = "env steps per agent (each agent ran the budget)"
@@ -35,7 +36,8 @@ SUCCESS_LABEL = SUCCESS_LABELS["last-step"]
 EVAL_RETURN_LABEL = EVAL_METRICS.get(EVAL_RETURN).label
 AUC_LABEL = "success AUC (normalised, 0–1)"
 
-AGENTS_KEYS = ("trainer.num_agents", "learner.lr_schedule")
+AGENTS_KEY = "trainer.num_agents"
+AGENTS_KEYS = (AGENTS_KEY, "learner.lr_schedule")
 NOISE_KEYS = ("noise.mean", "noise.std")
 TASK_KEY = "trainer.task"
 LR_KEY = "learner.lr_schedule"

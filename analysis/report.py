@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
 from dqt.analysis.auc import BUDGET_KEY, AucTable, auc_table
 from dqt.analysis.figures import DESCRIPTIONS, build_figures, save_figure
 from dqt.analysis.labels import format_value
@@ -31,8 +34,6 @@ from dqt.analysis.load import EVAL_RETURN, SUCCESS, WALL, load_tidy
 from dqt.analysis.selection import ExperimentRuns, prepare
 from dqt.analysis.store import find_experiment, latest_parent_run, open_client
 from dqt.core.config import ConfigError
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 ARTIFACT_PATH = "report"
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+
 from dqt.analysis.labels import LABEL_ORDER, common_values, config_label
 from dqt.analysis.load import SEED_PARAMS, param_columns, run_table
 from dqt.core.config import ConfigError, clock_divisor

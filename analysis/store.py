@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from dqt.core.config import ConfigError
 from mlflow.entities import Experiment, Run, ViewType
 from mlflow.tracking import MlflowClient
+
+from dqt.core.config import ConfigError
 
 ROLE_TAG = "dqt.role"
 PARENT_ROLE = "parent"

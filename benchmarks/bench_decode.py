@@ -6,6 +6,7 @@ import statistics
 import time
 
 import torch
+
 from dqt.core.config import ModelConfig
 from dqt.core.learning.decode import GreedyDecoder
 from dqt.core.learning.model import QTransformer

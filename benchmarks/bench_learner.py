@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+
 from dqt.core.config import RunConfig
 from dqt.core.learning.learner import Learner
 from dqt.core.learning.replay import Batch

@@ -18,9 +18,10 @@ import json
 import tempfile
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from dqt.core.config import RunConfig
 from dqt.core.running.trainer import TrackingOptions, train
-from mlflow.tracking import MlflowClient
 
 LANES = 64  # batch-64 decode: ~0.06-0.09 ms per env step instead of ~0.45 ms at batch 1
 EPISODE_STEPS = 500  # MetaWorld's horizon

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from dqt.core.config import RunConfig
 from dqt.core.ipc.transport import WeightBoard
 from dqt.core.learning.learner import Learner

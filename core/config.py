@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from dqt.core.names import did_you_mean
 
 LR_SCHEDULES = ("constant", "linear", "log-curve", "linear-log-n", "linear-n")

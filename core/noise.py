@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from dqt.core.registry import Registry
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
 from dqt.core.config import ConfigError
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from dqt.analysis.auc import (
     auc_per_run,
     auc_table,

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import empty_store
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
 from dqt.analysis.load import CACHE_MAX_AGE, load_tidy, metric_curves, parse_value, wall_time_curves
 from dqt.analysis.selection import prepare
 from dqt.analysis.store import local_store_path, open_client
 from dqt.core.config import ConfigError
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 
 
 @pytest.fixture

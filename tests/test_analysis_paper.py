@@ -7,10 +7,11 @@ import argparse
 
 import pytest
 from conftest import empty_store
+from test_analysis_report import Store
+
 from dqt.analysis import cli as analysis_cli
 from dqt.analysis.claims import AGREE, CANNOT_TELL, DISAGREE, RETURN_AUC, SUCCESS_AUC, Arm, Judge, compare
 from dqt.core.config import ConfigError
-from test_analysis_report import Store
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -17,6 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import empty_store
+from matplotlib.container import BarContainer, ErrorbarContainer
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
 from dqt.analysis import cli as analysis_cli
 from dqt.analysis.auc import auc_table
 from dqt.analysis.figure_noise import noise_rows
@@ -34,9 +38,6 @@ from dqt.analysis.plotting import EVAL_RETURN_LABEL, NOISE_FREE_GID, STEP_LABEL,
 from dqt.analysis.report import build_report, render_report, summary_frame
 from dqt.analysis.selection import ExperimentRuns, prepare
 from dqt.core.config import ConfigError, config_hash
-from matplotlib.container import BarContainer, ErrorbarContainer
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 
 TOTAL = 100_000
 EVAL_STEPS = np.arange(0, TOTAL + 1, 10_000)

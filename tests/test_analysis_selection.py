@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from dqt.analysis.labels import config_label, format_value, short_names
 from dqt.analysis.selection import configurations, select_profile, select_runs, varied_params
 from dqt.core.config import ConfigError
@@ -114,3 +115,22 @@ def test_the_success_axis_names_the_runs_convention():
     assert success_convention(runs) == (SUCCESS_LABELS["any-step"], [])
     label, notes = success_convention(runs.assign(**{"eval.success": ["last-step", None]}))
     assert label == "eval success (mixed conventions)" and "any-step, last-step" in notes[0]
+
+
+def test_the_one_agent_run_of_one_schedule_is_drawn_under_every_schedule():
+    from dqt.analysis.figures import single_agent_everywhere
+    from dqt.analysis.selection import ExperimentRuns
+
+    configs = pd.DataFrame({"config_hash": ["a", "b", "c"], "trainer.num_agents": [1, 2, 2],
+                            "learner.lr_schedule": ["linear", "linear", "linear-n"]})
+    data = ExperimentRuns("agents", pd.DataFrame(), pd.DataFrame(), configs, ["trainer.num_agents",
+                                                                              "learner.lr_schedule"])
+    linear_n = configs[configs["learner.lr_schedule"] == "linear-n"]
+    assert list(single_agent_everywhere(data, linear_n)["config_hash"]) == ["a", "c"]
+    linear = configs[configs["learner.lr_schedule"] == "linear"]
+    assert list(single_agent_everywhere(data, linear)["config_hash"]) == ["a", "b"]  # not twice
+    both = pd.concat([configs, configs.iloc[[0]].assign(config_hash="d", **{"learner.lr_schedule": "linear-n"})])
+    data2 = ExperimentRuns("agents", pd.DataFrame(), pd.DataFrame(), both.reset_index(drop=True),
+                           ["trainer.num_agents", "learner.lr_schedule"])
+    only = data2.configs[data2.configs["learner.lr_schedule"] == "linear-n"]
+    assert list(single_agent_everywhere(data2, only)["config_hash"]) == ["c", "d"]  # n = 1 ran under each

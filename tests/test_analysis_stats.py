@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from dqt.analysis.stats import bootstrap_ci, ci_method, curve_band, iqm, statistic_fn, summarize
 from scipy import stats
+
+from dqt.analysis.stats import bootstrap_ci, ci_method, curve_band, iqm, statistic_fn, summarize
 
 
 def scipy_ci(x, method: str, statistic: str = "mean", seed: int = 0, n_resamples: int = 10_000):

@@ -7,9 +7,9 @@ import time
 
 import pytest
 import torch
-from dqt.core.config import RunConfig
 
 from benchmarks import bench_update_path
+from dqt.core.config import RunConfig
 
 TINY = RunConfig.from_flat({"model.embed_dim": 16, "model.num_layers": 1, "model.num_heads": 2, "model.num_bins": 8,
                             "learner.batch_size": 32, "learner.replay_capacity": 2000})

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from dqt.core.learning.bins import bin_width, to_bins, to_continuous
 
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import REPO
+
 from dqt.core.config import (
     SECTIONS,
     ConfigError,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from dqt.core.config import ModelConfig
 from dqt.core.learning.decode import GreedyDecoder, brute_force_greedy
 from dqt.core.learning.model import QTransformer

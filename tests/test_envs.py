@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from dqt.core.acting.envs import (
     PAPER_TASKS,
     TASKS,

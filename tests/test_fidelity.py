@@ -17,13 +17,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import dqt_command
+from mlflow.tracking import MlflowClient
+
 from dqt.core.acting.envs import ActionRepeat, make_env, make_run_env, run_eval_episodes
 from dqt.core.acting.envs.toy_reach import move_to_goal_policy
 from dqt.core.config import RunConfig
 from dqt.core.learning.replay import ReplayBuffer
 from dqt.core.running.resume import load_resume_point
 from dqt.core.running.trainer import TrackingOptions, train
-from mlflow.tracking import MlflowClient
 
 # toy-reach under the paper protocol (repeat 2, scale 0.5), a model too small to cost time
 SMALL = {

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from dqt.core.config import RunConfig
 from dqt.core.learning.learner import METRIC_KEYS, Learner, ema_update
 from dqt.core.learning.replay import Batch, ReplayBuffer
-from torch import nn
 
 OBS_DIM = 3
 

@@ -5,10 +5,11 @@ CPU tests run everywhere; the CUDA ones run only where a GPU is present.
 
 from __future__ import annotations
 
-import dqt.core.learning.learner as learner_mod
 import numpy as np
 import pytest
 import torch
+
+import dqt.core.learning.learner as learner_mod
 from dqt.core.config import RunConfig
 from dqt.core.learning.learner import METRIC_KEYS, Learner
 from dqt.core.learning.replay import Batch, ReplayBuffer

@@ -14,9 +14,10 @@ from its generators can move a seed across it).
 """
 
 import pytest
+from mlflow.tracking import MlflowClient
+
 from dqt.core.config import RunConfig
 from dqt.core.running.trainer import TrackingOptions, train
-from mlflow.tracking import MlflowClient
 
 # A small QT (1 layer, 64 wide, 11 bins, lr 3e-3) so the check fits CI (lr 1e-3 peaked at
 # 0.25-0.75); gamma 0.8 suits 30-step episodes; toy-reach keeps its own protocol (repeat 1).

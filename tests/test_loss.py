@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from dqt.core.learning.loss import conservative_loss, per_dim_targets, qt_loss, taken_q, td_loss
 
 

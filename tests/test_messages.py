@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from dqt.core.config import RunConfig
 from dqt.core.ipc.messages import AgentDone, EpisodeMsg, EvalRequest, EvalResult, SlotFree
 from dqt.core.running.agent_pool import AgentPool, AgentProc, EnvSpec

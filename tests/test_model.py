@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from dqt.core.config import ModelConfig
 from dqt.core.learning.model import QTransformer
 

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from dqt.core.config import NoiseConfig
 from dqt.core.noise import RewardNoise, robust_estimate
 

@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+
 from dqt.core.running.progress import Progress, StatusBar, duration
 from dqt.sweeps.launch import EXIT_INTERRUPTED, EXIT_OK, SweepProgress
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from dqt.core.acting.actor import env_seed
 from dqt.core.acting.envs import (
     LAST_ENV_STEP_SUCCESS,

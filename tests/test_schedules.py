@@ -1,6 +1,7 @@
 import math
 
 import pytest
+
 from dqt.core.config import ConfigError
 from dqt.core.learning.schedules import epsilon, lr_multiplier
 

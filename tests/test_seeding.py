@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from dqt.core.seeding import PURPOSES, generator, stream, torch_seed
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, TINY_TOY, dqt_command
+
 from dqt.core.tracking import RunTracker, _dispose_engines, ensure_store, settle_store, sqlite_path
 
 SIDE_FILES = ("-wal", "-shm", "-journal")

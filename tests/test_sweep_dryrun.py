@@ -5,11 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from dqt.cli import main
 from dqt.core.tracking import ensure_store
 from dqt.sweeps.expand import expand
 from dqt.sweeps.spec import load_spec
-
-from dqt.cli import main
 
 SPEC = """\
 name: demo

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import sigkill_session
+
 from dqt.core.tracking import ensure_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ def client_runs(uri: str, experiment: str) -> list:
 
 def test_two_workers_share_a_real_sweep(tmp_path):
     import optuna
+
     from dqt.sweeps.claims import open_storage
 
     spec = tmp_path / "two.yaml"

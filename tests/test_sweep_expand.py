@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from dqt.core.config import ConfigError
 from dqt.sweeps.expand import expand, grid_combinations, run_name, varied_keys
 from dqt.sweeps.spec import load_spec

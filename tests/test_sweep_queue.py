@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from dqt.core.config import RunConfig
 from dqt.sweeps.claims import ClaimQueue, StorageClock
 from dqt.sweeps.expand import Point

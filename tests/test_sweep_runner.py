@@ -19,6 +19,7 @@ from pathlib import Path
 import fake_train as fake
 import pytest
 from conftest import alive
+
 from dqt.core.tracking import ensure_store
 from dqt.sweeps.expand import expand
 from dqt.sweeps.runner import SweepOptions, run_sweep
@@ -165,8 +166,9 @@ def test_stale_running_run_without_checkpoint_is_killed_and_rerun(tmp_path, env)
 
 
 def test_parents_of_dead_sweeps_are_killed_by_the_next_sweep(tmp_path, env):
-    from dqt.sweeps.liveness import HOST, Owner
     from mlflow import MlflowClient
+
+    from dqt.sweeps.liveness import HOST, Owner
 
     spec = load_spec(make_spec(tmp_path, [0]))
     client = MlflowClient(env["uri"])
@@ -276,8 +278,9 @@ def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue
     which reap its claim and offer the point again. When its heartbeat thread finds the claim
     gone, it stops that run (SIGTERM: a checkpoint, no further writes) instead of racing the
     next claimer; here it claims the re-offered point itself and resumes it."""
-    from dqt.sweeps.claims import ClaimQueue, default_storage
     from optuna.trial import TrialState
+
+    from dqt.sweeps.claims import ClaimQueue, default_storage
 
     spec_path = make_spec(tmp_path, [55])
     sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),

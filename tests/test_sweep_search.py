@@ -8,6 +8,7 @@ from pathlib import Path
 import fake_train as fake
 import optuna
 import pytest
+
 from dqt.analysis.auc import budget_auc, normalized_auc
 from dqt.core.config import RunConfig
 from dqt.core.tracking import ensure_store

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from dqt.core.config import ConfigError
 from dqt.sweeps.spec import load_spec
 

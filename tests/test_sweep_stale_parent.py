@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import sigkill_session
+
 from dqt.core.tracking import ensure_store
 
 ROOT = Path(__file__).resolve().parents[1]

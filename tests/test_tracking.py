@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from dqt.core.config import ConfigError, RunConfig
 from dqt.core.tracking import (
     FAILURE_REASON_TAG,

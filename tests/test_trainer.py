@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, SLOW_LEARNER, TINY_TOY, alive, children_of, dqt_command, run_dqt
-from dqt.core.config import RunConfig
 from mlflow.tracking import MlflowClient
+
+from dqt.core.config import RunConfig
 
 METRICS = [
     "eval/success_rate", "eval/return", "train/episode_return", "train/success", "loss/td", "loss/conservative",
@@ -90,9 +91,8 @@ def first_episode_return(store: str, seed: int) -> float:
     """The first episode's return of a `dqt train --seed SEED` run.  The trainer runs in this
     process (its agent and evaluator still in their own): the seed must reach the spawned agent,
     and the ~7 s of imports a new `dqt` process pays would be most of this test's time."""
-    from dqt.core.running.trainer import TrackingOptions, train
-
     from dqt.cli import build_parser, resolve_train_config
+    from dqt.core.running.trainer import TrackingOptions, train
 
     args = build_parser().parse_args(["train", *TINY_TOY, "--train-steps", "200", "--num-agents", "1",
                                       "--seed", str(seed)])

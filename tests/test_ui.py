@@ -20,9 +20,9 @@ from pathlib import Path
 import fake_train as fake
 import pytest
 from conftest import REPO, empty_store
+
 from dqt.core.config import ConfigError
 from dqt.core.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, RunTracker, artifact_root_for, ensure_store
-
 from dqt.ui import serve_ui, ui_command
 
 

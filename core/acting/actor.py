@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from dqt.core.acting.envs import make_run_env
 from dqt.core.acting.rollout import EpisodeStats, ExplorationPolicy, LaneArrays, run_lanes
 from dqt.core.config import RunConfig

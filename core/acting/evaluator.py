@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from dqt.core.acting.envs import make_run_env
 from dqt.core.acting.envs.evaluation import play_eval_episodes
 from dqt.core.config import RunConfig

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from dqt.core.acting.envs import episode_successes, step_success
 from dqt.core.learning.bins import to_continuous
 

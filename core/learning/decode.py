@@ -15,8 +15,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dqt.core.learning.model import QTransformer
 from torch import Tensor
+
+from dqt.core.learning.model import QTransformer
 
 
 class GreedyDecoder:

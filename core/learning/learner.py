@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
+
 from dqt.core.config import RunConfig
 from dqt.core.learning.loss import per_dim_targets, qt_loss
 from dqt.core.learning.model import QTransformer
 from dqt.core.learning.replay import Batch
 from dqt.core.learning.schedules import lr_multiplier
-from torch.optim.lr_scheduler import LambdaLR
 
 METRIC_KEYS = ("loss/td", "loss/conservative", "q/mean", "opt/lr")
 _FAULTS = {1: "loss", 2: "gradient"}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from dqt.core.config import TD_LOSSES
 
 

@@ -19,8 +19,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from dqt.core.config import ModelConfig
 from torch import Tensor, nn
+
+from dqt.core.config import ModelConfig
 
 
 class Block(nn.Module):

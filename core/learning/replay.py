@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from dqt.core.config import REPLAY_SAMPLING
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from dqt.core.acting.actor import AgentChannels, agent_main
 from dqt.core.acting.evaluator import eval_main
 from dqt.core.config import RunConfig

@@ -19,6 +19,7 @@ from multiprocessing import connection as mp_connection
 from pathlib import Path
 
 import torch
+
 from dqt.core.config import RunConfig
 from dqt.core.ipc.messages import AgentDone, AgentMsg, EpisodeMsg, EvalRequest, EvalResult
 from dqt.core.learning.learner import Learner

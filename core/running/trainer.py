@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from dqt.core.acting.envs import canonical_task, decisions_per_episode, make_run_env
 from dqt.core.config import ConfigError, RunConfig
 from dqt.core.running.agent_pool import EnvSpec

@@ -4,6 +4,7 @@ an env family, a noise kind and an eval metric. tests/test_extensions.py runs th
 from __future__ import annotations
 
 import numpy as np
+
 from dqt.core.acting.envs.families import ENV_FAMILIES, EnvFamily
 from dqt.core.acting.envs.toy_reach import ToyReachEnv
 from dqt.core.metrics import EVAL_METRICS, Metric

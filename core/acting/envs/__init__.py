@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+
 from dqt.core.acting.envs.evaluation import (
     LAST_ENV_STEP_SUCCESS,
     episode_success,

@@ -29,6 +29,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from dqt.core.metrics import EvalEpisode
 
 LAST_ENV_STEP_SUCCESS = "success_last_env_step"

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import gymnasium as gym
+
 from dqt.core.registry import Registry
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from dqt.core.config import ConfigError
 
 EPISODE_STEPS = 500

@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from dqt.core.acting.envs.evaluation import LAST_ENV_STEP_SUCCESS
 
 
