@@ -95,8 +95,9 @@ class MlflowServer:
     url: str
 
     @classmethod
-    def start(cls, backend: str, artifacts: Path, log: Path, timeout_s: float = 120.0) -> MlflowServer:
-        port = free_port()
+    def start(cls, backend: str, artifacts: Path, log: Path, timeout_s: float = 120.0,
+              port: int | None = None) -> MlflowServer:
+        port = port or free_port()
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                                      "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",

@@ -9,6 +9,7 @@ the `AgentPool`'s business.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import queue
@@ -31,8 +32,10 @@ from dqt.core.running.metric_window import AgentLog, Window
 from dqt.core.running.progress import Progress
 from dqt.core.seeding import generator, torch_seed
 from dqt.core.tracking import RunTracker
+from dqt.core.tracking.retry import TrackingError
 
 LOG_INTERVAL_S = 1.0
+log = logging.getLogger(__name__)
 
 
 class LearnerLoop:
@@ -152,7 +155,7 @@ class LearnerLoop:
         every = self.cfg.trainer.checkpoint_every
         if every and self.env_steps // every > self.ckpt_mark:
             self.ckpt_mark = self.env_steps // every
-            self.save_checkpoint()
+            self.save_checkpoint(final=False)
 
     def release_slots(self) -> None:
         """Hand held slots back, unless (async) the learner owes more updates than the backlog bound."""
@@ -203,8 +206,11 @@ class LearnerLoop:
             self.pending_evals.discard(res.env_steps)
             self.last_success = res.values.get(SUCCESS)
             if self.success_signal is None:  # the analysis draws a task without one by its return alone
-                self.success_signal = res.has_success
-                self.tracker.set_tags({"dqt.success_signal": str(res.has_success).lower()})
+                try:
+                    self.tracker.set_tags({"dqt.success_signal": str(res.has_success).lower()})
+                    self.success_signal = res.has_success
+                except TrackingError as exc:  # the store is down: tag it at the next evaluation
+                    log.warning("tag dqt.success_signal not set yet, the store is unavailable: %s", exc)
             self.tracker.log_metrics(res.values, step=res.env_steps)
 
     # ---- logging and ending -------------------------------------------------------------
@@ -231,14 +237,22 @@ class LearnerLoop:
     def wall_s(self) -> float:
         return self.wall_before + time.monotonic() - self.started
 
-    def save_checkpoint(self) -> None:
-        """Write the checkpoint and log it as the run's `checkpoint/` artifact (replaced each time)."""
+    def save_checkpoint(self, final: bool = True) -> None:
+        """Write the checkpoint and log it as the run's `checkpoint/` artifact (replaced each time).
+        A periodic one (not `final`) that the tracking store refuses after its retries (a server
+        down for minutes) is skipped with a warning: the run trains on, and the next checkpoint,
+        or the final one, which must succeed, replaces it."""
         extra = {"episodes": self.episodes, "resumes": self.resumes, "wall_s": self.wall_s(),
                  "config": self.cfg.to_flat()}
         if self.cfg.trainer.checkpoint_replay:
             extra |= {"replay": self.replay.state_dict(), "replay_rng": self.rng.bit_generator.state}
         path = save_checkpoint(self.ckpt_dir / CHECKPOINT_FILE, self.learner.state_dict(), self.env_steps, extra)
-        self.tracker.log_artifact(str(path), "checkpoint")
+        try:
+            self.tracker.log_artifact(str(path), "checkpoint")
+        except TrackingError as exc:
+            if final:
+                raise
+            log.warning("checkpoint at env step %d not logged, the store is unavailable: %s", self.env_steps, exc)
 
     def finish(self) -> None:
         # Async agents never wait, so the learner may trail them; it still makes every update the
