@@ -5,7 +5,6 @@ FINISHED with every point written once."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import pytest
