@@ -11,6 +11,7 @@ mix behaviours:
   ends KILLED (exit 130).
 - ``77``: logs a ``checkpoint/`` artifact and SIGKILLs itself, leaving the run RUNNING;
   resumed with ``--resume``, it finishes.
+- ``33``: takes ``noise.std`` seconds (logging ``{"running": true}`` first), then finishes.
 - ``55``: like ``99``, but logs a ``checkpoint/`` artifact when stopped (as `dqt train` does on
   SIGTERM); resumed with ``--resume``, it finishes.
 - anything else: logs an ``eval/success_rate`` curve rising to ``min(1, 1000 * lr)`` and finishes.
@@ -87,6 +88,10 @@ def main() -> int:
             tracker.log_artifact(Path(tmp) / "state.txt", "checkpoint")
         tracker.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+    if mean == 33:
+        with open(os.environ["FAKE_TRAIN_LOG"], "a") as log:
+            log.write(json.dumps({"pid": os.getpid(), "running": True}) + "\n")
+        time.sleep(cfg.noise.std)
     top = min(1.0, 1000 * cfg.learner.lr)
     steps = cfg.trainer.train_steps
     for step in range(0, steps + 1, cfg.eval.every):

@@ -75,6 +75,14 @@ class Postgres:
     def url(self, db: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
+    def restart(self, down_s: float) -> None:
+        """Stop the server at once (every connection drops), stay down `down_s`, start it again."""
+        pg_ctl, run, root = pg_bin("pg_ctl"), _as_postgres(), self.data.parent
+        _run([*run, pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"])
+        time.sleep(down_s)
+        opts = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        _run([*run, pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(root / "server.log"), "-w", "start"])
+
     def stop(self) -> None:
         subprocess.run([*_as_postgres(), pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                        capture_output=True)

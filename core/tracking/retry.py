@@ -32,7 +32,18 @@ class TrackingError(RuntimeError):
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors that go away when retried: SQLite lock contention, a busy or restarting
-    tracking server, dropped connections.  Validation errors and missing runs are permanent."""
+    tracking server or database, dropped connections.  Validation errors and missing runs are
+    permanent.  A wrapper (Optuna's ``StorageInternalError`` around SQLAlchemy's
+    ``OperationalError``) is judged by what it wraps."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if _transient_itself(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     text = str(exc).lower()
