@@ -131,6 +131,8 @@ def cannot_show(results: dict[str, ReportResult]) -> list[str]:
                  f"{seeds} seeds an arm (the paper: {PAPER_SEEDS})",
                  None if set(tasks) <= set(paper_tasks) else f"{', '.join(tasks)} in place of "
                  f"{', '.join(paper_tasks)}"]
+        if "any" in result.data.success_label:
+            parts.append("success scored at any step (the paper: at the last step; both are logged)")
         if fig.experiment == "agents":
             counts = sorted({int(n) for n in pd.to_numeric(runs.get("trainer.num_agents"), errors="coerce").dropna()})
             parts.append(f"agent counts {', '.join(map(str, counts))} (the paper: 1, 4, 7, 11; "
@@ -139,6 +141,24 @@ def cannot_show(results: dict[str, ReportResult]) -> list[str]:
         out.append(f"Figure {fig.number}: {text}. Curves that have not levelled off by the end of the budget "
                    "say which arm learns faster, not where it ends up.")
     return out
+
+
+def claims_summary(claims: Sequence[Claim]) -> str:
+    """One sentence per figure: how many of its claims each measure agrees with, and so on."""
+    from dqt.analysis.claims import AGREE, CANNOT_TELL, DISAGREE, MEASURES
+
+    lines = []
+    for fig in FIGURES:
+        mine = [c for c in claims if c.figure == fig.number]
+        if not mine:
+            continue
+        parts = []
+        for measure, name in MEASURES.items():
+            counts = {v: sum(c.verdicts[measure] == v for c in mine) for v in (AGREE, DISAGREE, CANNOT_TELL)}
+            parts.append(f"by {name}, {counts[AGREE]} agree, {counts[DISAGREE]} disagree, "
+                         f"{counts[CANNOT_TELL]} cannot tell")
+        lines.append(f"- Figure {fig.number}, {len(mine)} claims: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
 
 
 def render_readme(results: dict[str, ReportResult], claims: Sequence[Claim], *, profile: str | None,
@@ -163,7 +183,8 @@ def render_readme(results: dict[str, ReportResult], claims: Sequence[Claim], *, 
             "long before a short budget shows success). Verdict per measure from a 95 % bootstrap CI of the "
             "difference of the arms' means over seeds: **agree** when it lies above 0, **disagree** below 0, "
             "**this budget cannot tell** when it holds 0 (or, for success, neither arm ever succeeds).", ""]
-    out += [markdown_claims(claims) if claims else "No claim could be checked: no runs.", ""]
+    out += [claims_summary(claims), "", markdown_claims(claims) if claims else "No claim could be checked: no runs.",
+            ""]
     out += ["## What this budget cannot show", ""]
     out += [f"- {line}" for line in cannot_show(results)]
     out += ["- The paper's own scale is `make paper PROFILE=paper JOBS=4` on a GPU machine: the paper's tasks, "
