@@ -152,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refused_credentials(exc: BaseException) -> str | None:
+    """One line for a tracking server that refused us (HTTP 401/403: basic auth), else None."""
+    text = str(exc)
+    code = getattr(exc, "error_code", "")
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "error code 401" in text or "error code 403" in text:
+        what = "refused the credentials" if "403" in text or code == "PERMISSION_DENIED" else "asks for credentials"
+        return (f"the tracking server {what} ({text.split('Response body:')[0].strip().rstrip('.')}); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment of every process")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -162,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as exc:
         print(f"dqt: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - one kind is the user's to fix: say it in one line
+        refused = refused_credentials(exc)
+        if refused is None:
+            raise
+        print(f"dqt: error: {refused}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("dqt: interrupted", file=sys.stderr)

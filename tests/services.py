@@ -104,13 +104,14 @@ class MlflowServer:
 
     @classmethod
     def start(cls, backend: str, artifacts: Path, log: Path, timeout_s: float = 120.0,
-              port: int | None = None) -> MlflowServer:
+              port: int | None = None, extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> MlflowServer:
         port = port or free_port()
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                                      "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                                     "--port", str(port), "--workers", "1"],
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                     "--port", str(port), "--workers", "1", *extra],
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, **(env or {})})
         server = cls(proc, f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
