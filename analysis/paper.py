@@ -97,10 +97,11 @@ def budget_rows(result: ReportResult) -> dict[str, str]:
                                        f"{_one(runs, 'model.num_bins')}",
         "batch (x agents)": _one(runs, "learner.batch_size")
                             + (" x n" if _one(runs, "learner.batch_per_agent") == "True" else ""),
-        "updates per decision": _one(runs, "learner.updates_per_step"),
-        "eval": f"every {_one(runs, 'eval.every')} env steps, {_one(runs, 'eval.episodes')} episodes, success "
-                f"at the {_one(runs, 'eval.success')}".replace("at the last-step", "at the last step")
-                .replace("at the any-step", "at any step"),
+        "base LR": _one(runs, "learner.lr") + (" / n" if _one(runs, "learner.lr_divided_by_agents") == "True"
+                                               else ""),
+        "updates per decision": _one(runs, "learner.updates_per_step") + (" of one agent" if per_agent else ""),
+        "eval": f"every {_one(runs, 'eval.every')} env steps, {_one(runs, 'eval.episodes')} episodes to the time "
+                f"limit; {result.data.success_label}",
         "goals": _one(runs, "env.goals"),
         "wall clock (first start to last end)": _hours(span) if np.isfinite(span) else "–",
     }
