@@ -28,6 +28,7 @@ from dqt.sweeps.store import Store
 SUCCESS = "eval/success_rate"  # dqt.analysis.load.SUCCESS; analysis (pandas, MLflow) loads only when used
 _UNSAFE = re.compile(r"[^/\w.\- :]+")  # what MLflow refuses in a metric name
 MAX_KEY_LENGTH = 250
+RESULTS_TABLE = "results/success_auc.csv"  # the parent run's AUC table, an artifact the UI renders
 
 
 def success_auc(history: Sequence[tuple[float, float]], budget: float | None = None) -> float:
@@ -98,13 +99,19 @@ class SweepParent:
 
     def end(self, *, interrupted: bool, failed: bool, counts: Mapping[str, int],
             results: Mapping[str, float] | None = None, steps: Mapping[str, int] | None = None,
-            tags: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None) -> None:
+            tags: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
+            table: Mapping[str, tuple[str, float]] | None = None) -> None:
         """End the run (KILLED when `interrupted`, FAILED when a point `failed`, else
         FINISHED) with the bookkeeping `counts` as ``dqt.<name>`` tags, the `results` as
-        metrics (at `steps`, default 0), and any other `tags` and `params`.  A no-op if the
-        run was never created."""
+        metrics (at `steps`, default 0), any other `tags` and `params`, and the `table`
+        (configuration -> (config_hash, AUC)) as the artifact ``results/success_auc.csv``, which
+        the MLflow UI shows as a table to sort.  A no-op if the run was never created."""
         if self.run_id is None:
             return
+        if table:
+            rows = sorted(table.items(), key=lambda kv: -kv[1][1])
+            lines = ["configuration,config_hash,success_auc", *(f'"{name}",{h},{auc:.6g}' for name, (h, auc) in rows)]
+            self.store.log_text(self.run_id, "\n".join(lines) + "\n", RESULTS_TABLE)
         status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
         self.store.end_parent(self.run_id, status,
                               tags={**{f"dqt.{k}": str(v) for k, v in counts.items()}, **(tags or {})},

@@ -341,7 +341,7 @@ def _end_parent(parent: SweepParent, store: Store, points: list[Point], keys: li
         best = max(aucs, key=lambda name: aucs[name][1])
         results[f"{prefix}/best"] = aucs[best][1]
         tags = {"best.config": best, "best.config_hash": aucs[best][0]}
-    parent.end(interrupted=result.interrupted, failed=bool(result.unfinished), results=results, tags=tags,
+    parent.end(interrupted=result.interrupted, failed=bool(result.unfinished), results=results, tags=tags, table=aucs,
                counts={"points_total": len(points), "points_finished": len(result.finished),
                        "points_failed": len(result.failed), "points_already_finished": already,
                        "points_unfinished": len(result.unfinished)})

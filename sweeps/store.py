@@ -109,6 +109,9 @@ class Store:
         except OSError:
             return False
 
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        with_retry(lambda: self.client.log_text(run_id, text, artifact_file), "log text")
+
     def set_status(self, run_id: str, status: str) -> None:
         with_retry(lambda: self.client.set_terminated(run_id, status=status), "end run")
 

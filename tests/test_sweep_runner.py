@@ -92,6 +92,14 @@ def test_sweep_runs_points_as_children_and_retries_failures_up_to_the_cap(tmp_pa
     assert parent.data.tags["dqt.points_failed"] == "2" and parent.data.tags["dqt.points_total"] == "3"
     assert parent.data.tags["dqt.points_unfinished"] == "1"
     assert set(parent.data.metrics) == {"success_auc/mean:0", "success_auc/mean:5", "success_auc/best"}
+    # the same results as a table the MLflow UI shows (and sorts), best first
+    from mlflow import MlflowClient
+
+    table = Path(MlflowClient(env["uri"]).download_artifacts(parent.info.run_id, "results/success_auc.csv",
+                                                             str(tmp_path))).read_text().splitlines()
+    assert table[0] == "configuration,config_hash,success_auc" and len(table) == 3
+    assert [float(line.rsplit(",", 1)[1]) for line in table[1:]] == sorted(
+        (parent.data.metrics["success_auc/mean:0"], parent.data.metrics["success_auc/mean:5"]), reverse=True)
     children = [r for r in runs if r.data.tags.get("dqt.role") == "point"]
     assert len(children) == 4
     for run in children:
