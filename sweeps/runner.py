@@ -180,6 +180,8 @@ class _GridSweep:
         self.active: dict[int, tuple[Claim, int]] = {}  # trial id -> (claim, its `dqt train` pid)
         self.lock = threading.Lock()  # `active` is read by the heartbeat thread
         self.lost: set[int] = set()  # claims a peer reaped (it judged this worker dead): their runs are stopped
+        # A point claimed again while our own, reaped run of it is still stopping: it starts once that has exited
+        self.waiting: tuple[Point, Claim] | None = None
         self.next_poll = 0.0
         self.parent = SweepParent(self.store, spec, self.queue.owner, "grid",
                                   params={"points": len(points), "jobs": opts.jobs, "storage": redact(storage)})
@@ -212,11 +214,24 @@ class _GridSweep:
         return set(self.wanted) - self.finished - {p.key for p in self.result.finished}
 
     def next_job(self) -> Job | Later | None:
+        if self.waiting is not None:
+            point, claim = self.waiting
+            if self.running(point.key) is not None:
+                return LATER
+            self.waiting = None
+            if claim.trial_id not in self.lost:  # (reaped too while it waited: a peer has it now)
+                return self.job(point, claim, self.store.point_runs(point.key))
+            self.result.lost.append(point)
         now = time.monotonic()
         if now < self.next_poll:
             return LATER
         while (claim := self.queue.claim(self.wanted)) is not None:
             point = self.wanted[claim.key]
+            old = self.running(point.key)
+            if old is not None:  # a peer reaped our claim and offered the point again before our heartbeat noticed
+                self.on_lost(old)  # stop our run (a checkpoint), then resume it under the new claim
+                self.waiting = (point, claim)
+                return LATER
             runs = self.store.point_runs(point.key)
             if point_status(runs) == "FINISHED":  # finished since we looked (another worker)
                 self.queue.finish(claim, ok=True, skipped="already FINISHED")
@@ -235,8 +250,15 @@ class _GridSweep:
 
     # ---- claims and their runs --------------------------------------------------------
     def claims(self) -> list[Claim]:
+        """The claims this worker holds: those of its runs, and one waiting to start."""
         with self.lock:
-            return [claim for claim, _ in self.active.values()]
+            held = [claim for claim, _ in self.active.values()]
+        return held + [self.waiting[1]] if self.waiting is not None else held
+
+    def running(self, key: PointKey) -> Claim | None:
+        """The claim of this worker's run of point `key`, while one runs."""
+        with self.lock:
+            return next((claim for claim, _ in self.active.values() if claim.key == key), None)
 
     def beat(self) -> None:
         """The heartbeat thread's work: beat for every claim held, stop the runs of lost ones."""
@@ -247,8 +269,9 @@ class _GridSweep:
     def on_lost(self, claim: Claim) -> None:
         with self.lock:
             held = self.active.get(claim.trial_id)
+            known = claim.trial_id in self.lost
             self.lost.add(claim.trial_id)
-        if held is not None:  # the point is someone else's now: stop writing to its run
+        if held is not None and not known:  # the point is someone else's now: stop writing to its run
             print(f"{self.spec.label}: claim {claim.number} was reaped by another worker (this one was judged dead); "
                   "stopping its run", file=self.stream)
             stop_group(held[1], signal.SIGTERM)

@@ -281,18 +281,21 @@ def test_a_sigtermed_workers_point_is_handed_back_and_resumed_by_another_worker(
 
 
 @pytest.mark.slow  # a sweep subprocess and two stand-in trainers: ~15 s
-def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue(tmp_path, env):
+@pytest.mark.parametrize("heartbeat_s", ["0.5", "600"], ids=["heartbeat-notices", "main-loop-claims-first"])
+def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue(tmp_path, env, heartbeat_s):
     """A worker cut off from the queue longer than the grace period is judged dead by its peers,
-    which reap its claim and offer the point again. When its heartbeat thread finds the claim
-    gone, it stops that run (SIGTERM: a checkpoint, no further writes) instead of racing the
-    next claimer; here it claims the re-offered point itself and resumes it."""
+    which reap its claim and offer the point again. When it finds the claim gone, it stops that
+    run (SIGTERM: a checkpoint, no further writes) instead of racing the next claimer; here it
+    claims the re-offered point itself and resumes it once its old run has stopped. Either its
+    heartbeat thread notices first, or (a heartbeat too slow to) its main loop claims the point
+    again while its old run still runs: never two runs of one point at once."""
     from optuna.trial import TrialState
 
     from dqt.sweeps.claims import ClaimQueue, default_storage
 
     spec_path = make_spec(tmp_path, [55])
     sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
-                              str(env["work"]), "a", "0.5"],
+                              str(env["work"]), "a", heartbeat_s],
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any("waiting" in e for e in events(env["log"])) and time.monotonic() < deadline:
