@@ -60,7 +60,10 @@ def serve_ui(uri: str | None, host: str = "127.0.0.1", port: int = 5000, *, work
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     proc = subprocess.Popen(ui_command(resolved, host, port, workers, allowed_hosts),
                             env=env, start_new_session=True)
-    print(f"MLflow UI on http://{host}:{port} (store {resolved}); Ctrl-C stops it", flush=True)
+    base = f"http://{host}:{port}"
+    print(f"MLflow UI on {base} (store {resolved}); Ctrl-C stops it", flush=True)
+    for line in sweep_view_lines(resolved, base):
+        print(line, flush=True)
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(_signum: int, _frame: Any) -> None:
@@ -74,6 +77,23 @@ def serve_ui(uri: str | None, host: str = "127.0.0.1", port: int = 5000, *, work
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def sweep_view_lines(uri: str, base: str) -> list[str]:
+    """One line per sweep and profile in the store: the URL of its points as curves grouped by
+    configuration (`dqt.sweeps.ui_view`); nothing when the sweeps package is absent."""
+    try:
+        from mlflow import MlflowClient
+
+        from dqt.sweeps.ui_view import publish_views
+    except ImportError:
+        return []
+    views = publish_views(MlflowClient(uri))
+    if not views:
+        return []
+    width = max(len(f"{v.experiment}[{v.profile}]") for v in views)
+    return ["sweeps, their points grouped by configuration (mean over seeds, min-max band):"] + [
+        f"  {f'{v.experiment}[{v.profile}]':<{width}}  {v.points:>4} points  {v.url(base)}" for v in views]
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:

@@ -32,7 +32,7 @@ from dqt.core.running.progress import duration
 from dqt.core.tracking import resolve_tracking_uri
 from dqt.core.version import toolkit_version
 from dqt.sweeps.claims import Claim, ClaimQueue, HeartbeatThread, default_storage, redact, study_name
-from dqt.sweeps.expand import Point, PointKey, run_name, short_names, varied_keys
+from dqt.sweeps.expand import Point, PointKey, config_name, run_name, short_names, varied_keys
 from dqt.sweeps.launch import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -109,11 +109,12 @@ class SweepOptions:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def point_tags(spec: Spec, owner: Owner, **extra: str) -> dict[str, str]:
+def point_tags(spec: Spec, owner: Owner, point: Point, keys: list[str], **extra: str) -> dict[str, str]:
     """The tags every `dqt train` of a sweep gets: which sweep and profile, that it is a point,
-    and which worker ran it (grid and search alike)."""
+    which worker ran it (grid and search alike), and ``dqt.config``, its configuration's name
+    without the seed (``std=10 robust=median``): what the MLflow UI's "Group by" folds seeds by."""
     return {"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point", "dqt.worker": owner.token,
-            **extra}
+            "dqt.config": config_name(point, keys) or point.config_hash, **extra}
 
 
 @dataclass
@@ -290,7 +291,7 @@ class _GridSweep:
             self.closed(point, claim, job, code, seconds)
 
         job = Job(point=point, name=run_name(point, self.keys),
-                  tags=point_tags(self.spec, self.queue.owner,
+                  tags=point_tags(self.spec, self.queue.owner, point, self.keys,
                                   **{"dqt.claim": f"{study_name('sweep', self.spec)}#{claim.number}"}),
                   resume=resume, on_start=on_start, on_exit=on_exit)
         return job

@@ -204,7 +204,7 @@ class _Search:
                 self.finish(state)
 
         return Job(point=point, name=f"trial {state.trial.number} {run_name(point, self.keys)}",
-                   tags=point_tags(self.spec, self.owner, **{"optuna.study": self.name,
+                   tags=point_tags(self.spec, self.owner, point, self.keys, **{"optuna.study": self.name,
                                                              "optuna.trial": str(state.trial.number)}),
                    resume=resume, on_exit=on_exit)
 

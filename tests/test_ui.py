@@ -106,9 +106,10 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
     port = _free_port()
     start = time.monotonic()
+    out = root / "ui.out"
     proc = subprocess.Popen([sys.executable, "-m", "dqt.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=out.open("w"), stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -120,7 +121,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             except OSError:
                 time.sleep(0.25)
         print(f"UI up in {time.monotonic() - start:.1f} s")
-        yield Served(base, uri, run, result.parent_run_id)
+        served = Served(base, uri, run, result.parent_run_id)
+        served.printed = out.read_text()
+        yield served
     finally:
         proc.send_signal(signal.SIGTERM)  # Ctrl-C takes the same path
         rc = proc.wait(timeout=30)
@@ -160,3 +163,42 @@ def test_the_ui_lists_a_logged_run_and_opens_a_sweep_on_its_runs_and_results(ser
     assert parent["info"]["status"] == "FINISHED"
     children = sorted(r["info"]["run_name"] for r in runs if r["info"]["run_id"] != served.sweep_parent)
     assert children == ["lr=0.0001 seed=0", "lr=0.0005 seed=0"]  # names say the configuration
+    configs = sorted({t["key"]: t["value"] for t in r["data"]["tags"]}["dqt.config"]
+                     for r in runs if r["info"]["run_id"] != served.sweep_parent)
+    assert configs == ["lr=0.0001", "lr=0.0005"]  # what the view groups seeds by
+
+    # the printed URL opens the saved view: the quick profile's points, grouped by configuration
+    (line,) = [x for x in served.printed.splitlines() if "viewStateShareKey" in x]
+    assert line.split()[:3] == ["demo[quick]", "2", "points"]
+    url = line.split()[-1]
+    assert url == f"{served.base}/#/experiments/{demo['experiment_id']}/runs?viewStateShareKey=dqt-quick&compareRunsMode=CHART"
+    view = json.loads({t["key"]: t["value"] for t in demo["tags"]}["mlflow.sharedViewState.dqt-quick"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "dqt.config"}]
+    filtered = served.post("/api/2.0/mlflow/runs/search", {"experiment_ids": [demo["experiment_id"]],
+                                                            "filter": view["searchFilter"]})["runs"]
+    assert sorted(r["info"]["run_name"] for r in filtered) == children  # its filter keeps the points alone
+
+
+def test_a_view_per_sweep_and_profile_and_points_from_before_the_config_tag_group_by_their_run_name(
+        tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from dqt.sweeps.ui_view import publish_views
+
+    client = MlflowClient(ensure_store(f"sqlite:///{tmp_path}/m.db"))
+    exp = client.create_experiment("noise")
+    made = {}
+    for profile, name, tags in (("cpu", "std=10 robust=none seed=2", {}),  # logged before dqt.config existed
+                                ("cpu", "std=10 robust=none seed=0", {"dqt.config": "std=10 robust=none"}),
+                                ("quick", "std=1 seed=0", {"dqt.config": "std=1"}),
+                                ("cpu", "noise[cpu] sweep", {"dqt.role": "parent"})):
+        run = client.create_run(exp, run_name=name, tags={"dqt.role": "point", "profile": profile, **tags})
+        made[name] = run.info.run_id
+    views = publish_views(client)
+    assert [(v.experiment, v.profile, v.points, v.key) for v in views] == [
+        ("noise", "cpu", 2, "dqt-cpu"), ("noise", "quick", 1, "dqt-quick")]
+    assert client.get_run(made["std=10 robust=none seed=2"]).data.tags["dqt.config"] == "std=10 robust=none"
+    assert "dqt.config" not in client.get_run(made["noise[cpu] sweep"]).data.tags
+    state = json.loads(client.get_experiment(exp).tags["mlflow.sharedViewState.dqt-cpu"])
+    assert state["searchFilter"] == "tags.profile = 'cpu' and tags.`dqt.role` = 'point'"
+    assert views[0].url("http://h:1/") == f"http://h:1/#/experiments/{exp}/runs?viewStateShareKey=dqt-cpu&compareRunsMode=CHART"
