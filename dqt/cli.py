@@ -117,13 +117,44 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if cfg is not None:
         cfg = resolve(cfg)  # unknown task -> ConfigError before the store is touched
+    tags = parse_tags(args.tag)
+    if args.resume:
+        refuse_a_run_claimed_elsewhere(uri, args.resume, tags.get("dqt.claim"))
     opts = TrackingOptions(uri=uri, experiment=args.experiment, run_name=args.run_name,
-                           parent_run_id=args.parent_run_id, tags=parse_tags(args.tag), resume_run_id=args.resume)
+                           parent_run_id=args.parent_run_id, tags=tags, resume_run_id=args.resume)
     result = train(cfg, opts, progress=not args.quiet)
     stream = sys.stderr if result.status != "FINISHED" else sys.stdout
     extra = f" ({result.reason})" if result.reason else ""
     print(f"run {result.run_id} {result.status}{extra}", file=stream)
     return {"FINISHED": 0, "KILLED": EXIT_INTERRUPTED}.get(result.status, 1)
+
+
+def refuse_a_run_claimed_elsewhere(uri: str, run_id: str, our_claim: str | None) -> None:
+    """`--resume` of a sweep point's run while the claim it records is live on a worker (the
+    sweep's own run of it goes on there): resuming it here would run the point twice. The
+    claim queue is ``$DQT_STORAGE`` or the one next to a SQLite store; elsewhere nothing can
+    be checked. A sweep resuming the run under a claim of its own passes that claim."""
+    if importlib.util.find_spec("dqt.sweeps.claims") is None:
+        return
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from dqt.sweeps.claims import STORAGE_ENV, default_storage, live_holder
+
+    try:
+        claim = MlflowClient(uri).get_run(run_id).data.tags.get("dqt.claim")
+    except MlflowException:
+        return  # no such run: `train` says so
+    if not claim or claim == our_claim:
+        return
+    try:
+        storage = os.environ.get(STORAGE_ENV) or default_storage(uri)
+    except ConfigError:
+        return
+    holder = live_holder(claim, storage)
+    if holder is not None:
+        raise ConfigError(f"--resume {run_id}: its point is claimed ({claim}) by the live sweep worker {holder}, "
+                          "which runs it; stop that worker first, or let its claim go stale")
 
 
 def add_ui_parser(sub) -> None:

@@ -42,6 +42,7 @@ from dqt.sweeps.expand import Point, PointKey
 from dqt.sweeps.liveness import Owner, claim_alive
 from dqt.sweeps.spec import Spec
 
+DEFAULT_STALE_AFTER_S = 600.0  # a claim's grace period when it recorded none (`claim_alive`)
 STORAGE_ENV = "DQT_STORAGE"  # the storage URL, read from the environment so no password shows in `ps`
 
 
@@ -229,7 +230,7 @@ class ClaimQueue:
         worker: This worker's identity; None = `WORKER_ID` (``DQT_WORKER_ID`` or a fresh one).
     """
 
-    def __init__(self, storage: str, study: str, stale_after_s: float = 600.0, worker: str | None = None,
+    def __init__(self, storage: str, study: str, stale_after_s: float = DEFAULT_STALE_AFTER_S, worker: str | None = None,
                  max_retries: int = 3):
         self.storage = open_storage(storage)
         self.clock = StorageClock(storage)
@@ -450,3 +451,25 @@ class HeartbeatThread(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def live_holder(claim: str, storage: str) -> str | None:
+    """Who holds the claim ``<study>#<number>`` (a run's ``dqt.claim`` tag) while it is live
+    (`claim_alive` by the claim's own grace period); None once it is closed, dead or unknown."""
+    from optuna.trial import TrialState
+
+    study, _, number = claim.rpartition("#")
+    if not study or not number.isdigit():
+        return None
+    opened = open_storage(storage)
+    try:
+        trial_id = opened.get_trial_id_from_study_id_trial_number(opened.get_study_id_from_name(study), int(number))
+    except KeyError:
+        return None
+    trial = opened.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
+        return None
+    if not claim_alive(trial.user_attrs, trial.datetime_start, DEFAULT_STALE_AFTER_S, StorageClock(storage)()):
+        return None
+    owner = Owner.parse(trial.user_attrs.get("owner"))
+    return f"{owner.host}:{owner.pid}" if owner else "a worker"

@@ -313,3 +313,29 @@ def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue
     first, resumed = starts(env["log"])
     (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
     assert first["resume"] is None and resumed["resume"] == run.info.run_id and run.info.status == "FINISHED"
+
+
+def test_resume_is_refused_while_the_points_claim_is_live_on_a_worker(tmp_path, env):
+    """`dqt train --resume RUN` of a point a live sweep worker is running would run it twice:
+    refused (exit 2, one line naming the claim and its worker); once the worker has handed
+    the claim back (SIGTERM), the same check lets the resume through."""
+    from dqt.cli import refuse_a_run_claimed_elsewhere
+
+    spec_path = make_spec(tmp_path, [55])
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
+                              str(env["work"]), "a", "0.5"],
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any("waiting" in e for e in events(env["log"])) and time.monotonic() < deadline:
+        assert sweep.poll() is None, sweep.communicate()[1]
+        time.sleep(0.2)
+    (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
+    out = subprocess.run([sys.executable, "-m", "dqt.cli", "train", "--tracking-uri", env["uri"],
+                          "--resume", run.info.run_id], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert f"--resume {run.info.run_id}" in line and "sweep/demo/quick#0" in line and "live sweep worker" in line
+    sweep.send_signal(signal.SIGTERM)
+    sweep.communicate(timeout=120)
+    refuse_a_run_claimed_elsewhere(env["uri"], run.info.run_id, None)  # handed back: no one runs it now
