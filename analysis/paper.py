@@ -162,6 +162,15 @@ def claims_summary(claims: Sequence[Claim]) -> str:
     return "\n".join(lines)
 
 
+def _convention_note(results: dict[str, ReportResult]) -> str:
+    """Where this profile scores success otherwise than the paper, say so up front."""
+    anys = [name for name, r in results.items() if "any" in r.data.success_label]
+    if not anys:
+        return ""
+    return (f" This profile's {', '.join(f'`{n}`' for n in anys)} runs score success at any step of the episode "
+            "instead (MetaWorld's convention; both are logged), as the budget table says.")
+
+
 def render_readme(results: dict[str, ReportResult], claims: Sequence[Claim], *, profile: str | None,
                   tracking_uri: str, notes: dict[str, str], missing: dict[str, str]) -> str:
     p = profile or "quick"
@@ -170,7 +179,7 @@ def render_readme(results: dict[str, ReportResult], claims: Sequence[Claim], *, 
             "`sweeps/noise.yaml` (figure 4) and `sweeps/tasks.yaml` (figure 5), under the paper's set-up "
             "(docs/BACKGROUND.md): action repeat 2, 200-env-step episodes, reward 0.5 x the sum, noise drawn "
             "before that scale, a fresh goal at every reset, evaluation episodes run to the time limit and "
-            "scored by success at the last step, warm-up in decisions.", ""]
+            "scored by success at the last step, warm-up in decisions." + _convention_note(results), ""]
     out += ["## Commands", "", "From a fresh clone (the store survives interruptions: rerun the same command and "
             "every finished run is skipped, every interrupted one resumed):", "", "```bash",
             f"make paper PROFILE={p}        # the three sweeps below, then dqt paper", "```", "",
