@@ -49,9 +49,12 @@ class Postgres:
 
     data: Path
     port: int
+    max_connections: int = 200
 
     @classmethod
-    def start(cls, databases: tuple[str, ...]) -> Postgres:
+    def start(cls, databases: tuple[str, ...], max_connections: int = 200) -> Postgres:
+        """Start a cluster holding `databases`; `max_connections` is the server's connection cap
+        (a load benchmark with hundreds of workers needs more than the tests' 200)."""
         initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
         if not initdb or not pg_ctl:
             raise RuntimeError("PostgreSQL (initdb, pg_ctl) is not installed")
@@ -59,10 +62,11 @@ class Postgres:
         root = Path(tempfile.mkdtemp(prefix="dqt-pg-"))
         if os.geteuid() == 0:
             shutil.chown(root, "postgres", "postgres")
-        pg = cls(root / "data", free_port())
+        pg = cls(root / "data", free_port(), max_connections)
         run = _as_postgres()
         _run([*run, initdb, "-D", str(pg.data), "-A", "trust", "-U", "postgres", "--no-sync"])
-        opts = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = (f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                f"-c max_connections={max_connections}")
         _run([*run, pg_ctl, "-D", str(pg.data), "-o", opts, "-l", str(root / "server.log"), "-w", "start"])
         import psycopg
 
@@ -80,7 +84,8 @@ class Postgres:
         pg_ctl, run, root = pg_bin("pg_ctl"), _as_postgres(), self.data.parent
         _run([*run, pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"])
         time.sleep(down_s)
-        opts = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = (f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                f"-c max_connections={self.max_connections}")
         _run([*run, pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(root / "server.log"), "-w", "start"])
 
     def stop(self) -> None:
