@@ -307,7 +307,11 @@ def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue
     queue.storage.set_trial_user_attr(tid, "reaped_by", "a peer")  # what `reap_stale` does to a dead claim
     queue.storage.set_trial_state_values(tid, TrialState.FAIL)
     queue.sync(expand(load_spec(spec_path)), finished=set())  # ... and offers the point again
-    _, err = sweep.communicate(timeout=120)
+    try:
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:  # (a failure: leave no sweep behind; its trainers die with it)
+            sweep.kill()
     assert sweep.returncode == 0, err
     assert "was reaped by another worker" in err and "LOST" in err and "1 finished now" in err
     first, resumed = starts(env["log"])
