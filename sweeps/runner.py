@@ -220,9 +220,10 @@ class _GridSweep:
             if self.running(point.key) is not None:
                 return LATER
             self.waiting = None
-            if claim.trial_id not in self.lost:  # (reaped too while it waited: a peer has it now)
-                return self.job(point, claim, self.store.point_runs(point.key))
-            self.result.lost.append(point)
+            if claim.trial_id in self.lost:  # reaped too while it waited: a peer has it now
+                self.result.lost.append(point)
+            elif (job := self.start(point, claim)) is not None:
+                return job
         now = time.monotonic()
         if now < self.next_poll:
             return LATER
@@ -233,13 +234,8 @@ class _GridSweep:
                 self.on_lost(old)  # stop our run (a checkpoint), then resume it under the new claim
                 self.waiting = (point, claim)
                 return LATER
-            runs = self.store.point_runs(point.key)
-            if point_status(runs) == "FINISHED":  # finished since we looked (another worker)
-                self.queue.finish(claim, ok=True, skipped="already FINISHED")
-                self.result.already += 1
-                self.progress.done += 1
-                continue
-            return self.job(point, claim, runs)
+            if (job := self.start(point, claim)) is not None:
+                return job
         # Nothing to claim. While other workers hold points of this sweep, wait: a claim whose
         # worker dies is reaped and offered again, and someone has to run it.
         self.next_poll = now + self.opts.poll_s
@@ -249,12 +245,24 @@ class _GridSweep:
         self.progress.elsewhere = self.queue.elsewhere(self.not_done())
         return LATER if self.progress.elsewhere else None
 
+    def start(self, point: Point, claim: Claim) -> Job | None:
+        """The job of a claimed point, or None when the point FINISHED since we looked (another
+        worker, or our own run that ended as a peer reaped its claim): its claim is closed."""
+        runs = self.store.point_runs(point.key)
+        if point_status(runs) == "FINISHED":
+            self.queue.finish(claim, ok=True, skipped="already FINISHED")
+            self.result.already += 1
+            self.progress.done += 1
+            return None
+        return self.job(point, claim, runs)
+
     # ---- claims and their runs --------------------------------------------------------
     def claims(self) -> list[Claim]:
         """The claims this worker holds: those of its runs, and one waiting to start."""
+        waiting = self.waiting  # (read once: the main loop may clear it meanwhile)
         with self.lock:
             held = [claim for claim, _ in self.active.values()]
-        return held + [self.waiting[1]] if self.waiting is not None else held
+        return held + [waiting[1]] if waiting is not None else held
 
     def running(self, key: PointKey) -> Claim | None:
         """The claim of this worker's run of point `key`, while one runs."""
