@@ -1,3 +1,0 @@
-from dqt.cli import entry
-
-entry()
