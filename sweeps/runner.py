@@ -50,6 +50,7 @@ from dqt.sweeps.liveness import Owner, parent_owner
 from dqt.sweeps.parent import SweepParent, config_aucs, result_key, results_prefix
 from dqt.sweeps.spec import Spec
 from dqt.sweeps.store import STATUS_NONE, Store, StoredRun, point_status
+from dqt.sweeps.ui_view import CONFIG_TAG
 
 
 # ======================================================================================
@@ -114,7 +115,7 @@ def point_tags(spec: Spec, owner: Owner, point: Point, keys: list[str], **extra:
     which worker ran it (grid and search alike), and ``dqt.config``, its configuration's name
     without the seed (``std=10 robust=median``): what the MLflow UI's "Group by" folds seeds by."""
     return {"sweep": spec.name, "profile": spec.profile or "", "dqt.role": "point", "dqt.worker": owner.token,
-            "dqt.config": config_name(point, keys) or point.config_hash, **extra}
+            CONFIG_TAG: config_name(point, keys) or point.config_hash, **extra}
 
 
 @dataclass
