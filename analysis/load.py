@@ -45,7 +45,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from dqt.analysis.store import find_experiment, open_client, training_runs
-from dqt.core.config import SEED_KEY, config_hash
+from dqt.core.config import SEED_KEY, config_hash, recorded_config_hash
 from dqt.core.metrics import EVAL_RETURN, SUCCESS  # noqa: F401 - declared once, with the other metrics
 
 RETURN = "train/episode_return"
@@ -135,7 +135,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "start_time": run.info.start_time,
         "end_time": run.info.end_time,
         "parent_run_id": tags.get("mlflow.parentRunId"),
-        "config_hash": tags.get("config_hash") or config_hash(params),
+        "config_hash": recorded_config_hash(tags, params) or config_hash(params),
         "seed": parse_value(tags.get("seed", params.get("trainer.seed"))),
         "sweep": tags.get("sweep"),
         "profile": tags.get("profile"),

@@ -378,7 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         peak, samples, stopped, stop_deadline = 0, 0, "done", math.inf
         (run_dir / "go").touch()
         go = time.time()
-        next_cpu = 0.0
+        next_cpu = next_say = 0.0
         while workers_.live():
             conns = mon.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                                 (DB,)).fetchone()[0]
@@ -398,6 +398,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.respawn:  # a replacement, which reaps at start like a restarted `dqt sweep`
                     workers_.spawn(f"r{len(kills) - 1}", workers_.threads[victim], reap_at_start=True)
             now = time.monotonic()
+            if now >= next_say:
+                next_say = now + 10.0
+                _say_progress(done, len(keys), time.time() - go, conns, len(kills))
             if now >= next_cpu and stopped == "done":
                 next_cpu = now + 2.0
                 cpu = time.process_time() + _children_cpu() + workers_.cpu() + _postgres_cpu(postmaster)
@@ -455,6 +458,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "commit": _commit(), "run_dir": str(run_dir) if args.keep else None,
     }
+
+
+def _say_progress(done: int, total: int, elapsed_s: float, conns: int, kills: int) -> None:
+    """One progress line on stderr (stdout carries the JSON summary)."""
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    eta = f"{(total - done) / rate / 60:.1f} min" if rate > 0 else "?"
+    print(f"queue bench: {done}/{total} points complete, {rate:.1f} claims/s, {conns} connections, "
+          f"{kills} processes killed, ETA {eta}", file=sys.stderr, flush=True)
 
 
 def _children_cpu() -> float:

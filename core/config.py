@@ -38,6 +38,7 @@ GOALS = ("fresh", "mt1")
 SUCCESS_CONVENTIONS = ("last-step", "any-step")
 PRECISIONS = ("auto", "fp32", "bf16")
 SEED_KEY = "trainer.seed"  # the one field a configuration's hash leaves out
+VERSION_TAG = "dqt.version"  # every run's tag naming the toolkit version that made it (0.2.0 on)
 
 
 class ConfigError(ValueError):
@@ -429,6 +430,37 @@ def config_hash(flat: Mapping[str, Any]) -> str:
             if k != SEED_KEY and not (k in legacy and str(v) == str(legacy[k]))}
     blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def recorded_config_hash(tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """The point hash of a recorded run (its MLflow tags and params) under this version's rule.
+
+    A run of 0.2.0 or later (tag `VERSION_TAG`) carries it as its ``config_hash`` tag: the rule
+    has not changed since.  Runs before 0.2.0 hashed every field that existed then, defaults
+    included, so their tag is recomputed from their params, each typed by the current schema.  A
+    run that cannot be this version's configuration keeps its tag: it records a field this version
+    does not know (unless removed at its one old value) or lacks a field that has no legacy value.
+    """
+    tag = tags.get("config_hash", "")
+    if tags.get(VERSION_TAG) or not params:
+        return tag
+    legacy = legacy_values()
+    flat: dict[str, Any] = {}
+    for name, section in SECTIONS.items():
+        for key, typ in _field_types(section).items():
+            dotted = f"{name}.{key}"
+            if dotted not in params:
+                if dotted not in legacy:
+                    return tag
+                continue
+            try:
+                flat[dotted] = coerce(params[dotted], typ, dotted)
+            except ConfigError:
+                return tag
+    for dotted, value in params.items():
+        if dotted not in flat and not (dotted in REMOVED_FIELDS and str(value) == str(REMOVED_FIELDS[dotted])):
+            return tag
+    return config_hash(flat)
 
 
 @functools.cache

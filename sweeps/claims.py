@@ -27,6 +27,7 @@ How a claim ends decides what happens to its point:
 from __future__ import annotations
 
 import functools
+import random
 import re
 import threading
 import time
@@ -184,7 +185,7 @@ def reap_stale(storage: Any, study_id: int, stale_after_s: float, now: float) ->
     from optuna.trial import TrialState
 
     reaped = []
-    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in running_trials(storage, study_id):
         if claim_alive(t.user_attrs, t.datetime_start, stale_after_s, now):
             continue
         tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -195,6 +196,37 @@ def reap_stale(storage: Any, study_id: int, stale_after_s: float, now: float) ->
         except UpdateFinishedTrialError:  # another worker reaped or finished it first
             pass
     return reaped
+
+
+def running_trials(storage: Any, study_id: int) -> list[Any]:
+    """The RUNNING trials of a study (the claims held), by number.
+
+    On RDB storage they are selected by state in SQL and read one by one: Optuna's cached
+    `get_all_trials` loads every trial of the study into the caller's cache on its first call,
+    so at the end of a 10,000-point sweep each idle worker that watched the queue read them all
+    (100 workers at once kept 2 cores busy for minutes, benchmarks/bench_queue.py)."""
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+
+    backend = getattr(storage, "_backend", storage)  # RDB storage comes wrapped in Optuna's cache
+    if not isinstance(backend, RDBStorage):
+        return storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    from optuna.storages._rdb.models import TrialModel
+    from sqlalchemy import select
+
+    with backend.engine.connect() as conn:
+        ids = conn.execute(select(TrialModel.trial_id).where(
+            TrialModel.study_id == study_id, TrialModel.state == TrialState.RUNNING)
+            .order_by(TrialModel.number)).scalars().all()
+    trials = []
+    for trial_id in ids:
+        try:
+            trial = backend.get_trial(trial_id)
+        except KeyError:  # deleted meanwhile
+            continue
+        if trial.state == TrialState.RUNNING:  # not finished since the select
+            trials.append(trial)
+    return trials
 
 
 # How long a claim-queue call retries transient database errors (a restarting server, a dropped
@@ -334,7 +366,8 @@ class ClaimQueue:
         returns False when another worker moved the trial first (journal: the first
         RUNNING record in the log wins; RDB: row lock and a WAITING check).  SQLite RDB
         storage takes no row lock, so use it for one worker only.  The WAITING trials are
-        tried in number order (`_waiting`: an RDB storage reads them a page at a time).
+        tried in number order (`_waiting`: an RDB storage reads them a page at a time, each
+        page in a random order).
         """
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
@@ -355,7 +388,7 @@ class ClaimQueue:
             return Claim(tid, number, key)
         return None
 
-    CLAIM_PAGE = 16  # WAITING trials an RDB claim reads at a time
+    CLAIM_PAGE = 32  # WAITING trials an RDB claim reads at a time
 
     def _waiting(self) -> Iterator[tuple[int | None, int, PointKey]]:
         """The WAITING trials by number: (trial id, or None where the caller must look it up;
@@ -382,11 +415,16 @@ class ClaimQueue:
                     .order_by(TrialModel.number).limit(self.CLAIM_PAGE))
             with self._rdb.engine.connect() as conn:
                 rows = conn.execute(page).all()
+            if not rows:
+                return
+            after = rows[-1][1]
+            # Workers reading the same page at once would all try its first trial, and all but
+            # one lose: in a random order, most first tries win.
+            random.shuffle(rows)
             for trial_id, number in rows:
                 yield trial_id, number, self._key_of(self._rdb.get_trial_user_attrs(trial_id))
             if len(rows) < self.CLAIM_PAGE:
                 return
-            after = rows[-1][1]
 
     @_retried
     def size(self) -> int:
@@ -457,10 +495,9 @@ class ClaimQueue:
     @_retried
     def held_elsewhere(self, keys: Collection[PointKey]) -> set[PointKey]:
         """The points of `keys` that live workers other than this one hold."""
-        from optuna.trial import TrialState
 
         now = self.clock()
-        return {self._key(t) for t in self._trials((TrialState.RUNNING,))
+        return {self._key(t) for t in running_trials(self.storage, self.study_id)
                 if self._key(t) in keys and self._worker(t) != self.owner.worker
                 and claim_alive(t.user_attrs, t.datetime_start, self.stale_after_s, now)}
 

@@ -185,6 +185,7 @@ class _GridSweep:
         # A point claimed again while our own, reaped run of it is still stopping: it starts once that has exited
         self.waiting: tuple[Point, Claim] | None = None
         self.next_poll = 0.0
+        self.watching = 0  # points of other workers this idle worker last said it watches
         self.parent = SweepParent(self.store, spec, self.queue.owner, "grid",
                                   params={"points": len(points), "jobs": opts.jobs, "storage": redact(storage)})
 
@@ -232,7 +233,8 @@ class _GridSweep:
             point = self.wanted[claim.key]
             old = self.running(point.key)
             if old is not None:  # a peer reaped our claim and offered the point again before our heartbeat noticed
-                self.on_lost(old)  # stop our run (a checkpoint), then resume it under the new claim
+                # nobody else holds it: stop our run with a checkpoint, then resume it under the new claim
+                self.on_lost(old, signal.SIGTERM)
                 self.waiting = (point, claim)
                 return LATER
             if (job := self.start(point, claim)) is not None:
@@ -243,8 +245,12 @@ class _GridSweep:
         if self.queue.reap():
             self.next_poll = 0.0
             return LATER
-        self.progress.elsewhere = self.queue.elsewhere(self.not_done())
-        return LATER if self.progress.elsewhere else None
+        elsewhere = self.queue.elsewhere(self.not_done())
+        if elsewhere and not self.active and self.watching != elsewhere:  # said once per change
+            print(f"{self.spec.label}: nothing left to claim; {elsewhere} point(s) running on other workers, "
+                  "watching the queue to take over any whose worker dies", file=self.stream, flush=True)
+        self.progress.elsewhere = self.watching = elsewhere
+        return LATER if elsewhere else None
 
     def start(self, point: Point, claim: Claim) -> Job | None:
         """The job of a claimed point, or None when the point FINISHED since we looked (another
@@ -276,15 +282,19 @@ class _GridSweep:
         for claim in self.queue.heartbeat(held) if held else []:
             self.on_lost(claim)
 
-    def on_lost(self, claim: Claim) -> None:
+    def on_lost(self, claim: Claim, sig: int = signal.SIGKILL) -> None:
+        """Stop the run of a claim a peer reaped.  SIGKILL by default: the peer may already be
+        resuming that very run from its last periodic checkpoint, so ours must not write a
+        checkpoint or an end status over it."""
         with self.lock:
             held = self.active.get(claim.trial_id)
             known = claim.trial_id in self.lost
             self.lost.add(claim.trial_id)
-        if held is not None and not known:  # the point is someone else's now: stop writing to its run
+        if held is not None and not known:
+            how = "with a checkpoint" if sig == signal.SIGTERM else "at once, writing nothing more"
             print(f"{self.spec.label}: claim {claim.number} was reaped by another worker (this one was judged dead); "
-                  "stopping its run", file=self.stream)
-            stop_group(held[1], signal.SIGTERM)
+                  f"stopping its run {how}", file=self.stream)
+            stop_group(held[1], sig)
 
     def job(self, point: Point, claim: Claim, runs: list[StoredRun]) -> Job:
         resume = self.store.resumable(runs)  # interrupted or failed with a checkpoint: continue it

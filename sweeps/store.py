@@ -2,7 +2,8 @@
 
 The tracking store is the authority on which points are done: a point ``(config_hash,
 seed)`` is done when a run of the spec's experiment tagged with that ``config_hash`` and
-``seed`` FINISHED (`point_status`).  Every call goes through `core.tracking.with_retry`, so a
+``seed`` FINISHED (`point_status`); a run made before 0.2.0 counts under the hash its params
+get now (`core.config.recorded_config_hash`), not its tag.  Every call goes through `core.tracking.with_retry`, so a
 store shared by parallel runs ("database is locked") does not fail the sweep.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dqt.core.config import VERSION_TAG, recorded_config_hash
 from dqt.core.tracking import ensure_store, get_or_create_experiment, sqlite_path, with_retry
 from dqt.sweeps.expand import PointKey
 
@@ -27,7 +29,7 @@ class StoredRun:
     run_id: str
     status: str
     start_time: int
-    version: str = ""  # the toolkit version that made it (tag dqt.version; "" before 0.2.0)
+    version: str = ""  # the toolkit version that made it (tag `VERSION_TAG`; "" before 0.2.0)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class Store:
         else:
             found = with_retry(lambda: self.client.get_experiment_by_name(experiment), "get experiment")
             self.experiment_id = found.experiment_id if found is not None else None
+        # Runs made before 0.2.0, by the point their params hash to now (`runs` fills it); a tag
+        # query cannot find them, and no run made since joins them, so one scan serves the process.
+        self._before_versions: dict[PointKey, list[StoredRun]] | None = None
 
     @classmethod
     def open_existing(cls, uri: str, experiment: str) -> Store | None:
@@ -75,6 +80,7 @@ class Store:
             return {}
         query = f"tags.config_hash = '{key[0]}' and tags.seed = '{key[1]}'" if key else ""
         out: dict[PointKey, list[StoredRun]] = {}
+        before: dict[PointKey, list[StoredRun]] = {}
         token = None
         while True:
             page = with_retry(lambda t=token: self.client.search_runs(
@@ -84,16 +90,27 @@ class Store:
                 tags = run.data.tags
                 if "config_hash" not in tags or not tags.get("seed", "").isdigit():  # e.g. parent runs
                     continue
-                point = (tags["config_hash"], int(tags["seed"]))
-                out.setdefault(point, []).append(
-                    StoredRun(run.info.run_id, run.info.status, run.info.start_time or 0, tags.get("dqt.version", "")))
+                point = (recorded_config_hash(tags, run.data.params), int(tags["seed"]))
+                stored = StoredRun(run.info.run_id, run.info.status, run.info.start_time or 0,
+                                   tags.get(VERSION_TAG, ""))
+                out.setdefault(point, []).append(stored)
+                if not stored.version:
+                    before.setdefault(point, []).append(stored)
             token = page.token
             if not token:
+                if key is None:
+                    self._before_versions = before
                 return out
 
     def point_runs(self, key: PointKey) -> list[StoredRun]:
-        """Runs of one point, newest first."""
-        return self.runs(key).get(key, [])
+        """Runs of one point, newest first, those made before 0.2.0 included."""
+        runs = self.runs(key).get(key, [])
+        if self._before_versions is None:
+            self.runs()
+        assert self._before_versions is not None
+        seen = {r.run_id for r in runs}
+        older = [r for r in self._before_versions.get(key, []) if r.run_id not in seen]
+        return sorted(runs + older, key=lambda r: r.start_time, reverse=True) if older else runs
 
     def finished_run(self, key: PointKey) -> str | None:
         """The newest FINISHED run of a point, if any."""

@@ -12,8 +12,8 @@ mix behaviours:
 - ``77``: logs a ``checkpoint/`` artifact and SIGKILLs itself, leaving the run RUNNING;
   resumed with ``--resume``, it finishes.
 - ``33``: takes ``noise.std`` seconds (logging ``{"running": true}`` first), then finishes.
-- ``55``: like ``99``, but logs a ``checkpoint/`` artifact when stopped (as `dqt train` does on
-  SIGTERM); resumed with ``--resume``, it finishes.
+- ``55``: like ``99``, but logs a ``checkpoint/`` artifact before it waits (a periodic one) and
+  again when stopped (as `dqt train` does on SIGTERM); resumed with ``--resume``, it finishes.
 - anything else: logs an ``eval/success_rate`` curve rising to ``min(1, 1000 * lr)`` and finishes.
 
 Every start appends one JSON line (pid, hash, seed, resume, tags) to ``$FAKE_TRAIN_LOG``.
@@ -69,6 +69,8 @@ def main() -> int:
         tracker.end("FAILED", reason="told to fail")
         return 1
     if mean == 99 or (mean == 55 and not args.resume):
+        if mean == 55:
+            log_checkpoint(tracker, "a periodic checkpoint")
         with open(os.environ["FAKE_TRAIN_LOG"], "a") as log:
             log.write(json.dumps({"pid": os.getpid(), "waiting": True}) + "\n")
         stop = []
@@ -77,16 +79,11 @@ def main() -> int:
         while not stop:
             time.sleep(0.05)
         if mean == 55:
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "state.txt").write_text("stopped half way")
-                tracker.log_artifact(Path(tmp) / "state.txt", "checkpoint")
+            log_checkpoint(tracker, "stopped half way")
         tracker.end("KILLED")
         return 130
     if mean == 77 and not args.resume:
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "state.txt").write_text("half way")
-            tracker.log_artifact(Path(tmp) / "state.txt", "checkpoint")
-        tracker.flush()
+        log_checkpoint(tracker, "half way")
         os.kill(os.getpid(), signal.SIGKILL)
     if mean == 33:
         with open(os.environ["FAKE_TRAIN_LOG"], "a") as log:
@@ -98,6 +95,14 @@ def main() -> int:
         tracker.log_metrics({"eval/success_rate": top * step / steps}, step=step)
     tracker.end("FINISHED")
     return 0
+
+
+def log_checkpoint(tracker, text: str) -> None:  # noqa: ANN001 - a core.tracking.RunTracker
+    """A ``checkpoint/`` artifact, written through before this returns."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "state.txt").write_text(text)
+        tracker.log_artifact(Path(tmp) / "state.txt", "checkpoint")
+    tracker.flush()
 
 
 if __name__ == "__main__":

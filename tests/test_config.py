@@ -185,3 +185,40 @@ def test_a_removed_field_keeps_the_hash_of_runs_that_had_it():
     flat = RunConfig.from_flat({"trainer.task": "toy-reach"}).to_flat()
     assert not set(REMOVED_FIELDS) & set(flat)
     assert config_hash(flat) == config_hash({**flat, **REMOVED_FIELDS})  # what an older run's params hold
+
+
+def test_a_run_from_before_0_2_0_counts_under_the_hash_its_params_get_now():
+    """Before 0.2.0 a run's tag hashed every field that existed, defaults included; its params,
+    typed by today's schema, give the hash it has now."""
+    import hashlib
+    import json
+
+    from dqt.core.config import REMOVED_FIELDS, VERSION_TAG, legacy_values, recorded_config_hash
+
+    def hash_every_field(flat: dict) -> str:  # the rule before 0.2.0
+        blob = json.dumps({k: v for k, v in flat.items() if k != "trainer.seed"}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    legacy = legacy_values()
+    cfg = RunConfig.from_flat(legacy, base=custom())  # today's config of what the old runs did
+    # a run of 0.1.x: the fields with legacy values at those values, a field removed since at its one value
+    typed = {**cfg.to_flat(), **REMOVED_FIELDS}
+    params = {k: str(v) for k, v in typed.items()}
+    tags = {"config_hash": hash_every_field(typed), "seed": str(cfg.trainer.seed)}
+    assert tags["config_hash"] != cfg.config_hash()  # why a tag query alone cannot find it
+    assert recorded_config_hash(tags, params) == cfg.config_hash()
+    # a run from before the fields with legacy values existed
+    older = {k: v for k, v in params.items() if k not in legacy}
+    assert recorded_config_hash({**tags, "config_hash": "0123456789ab"}, older) == cfg.config_hash()
+    # another value, another configuration; today's defaults of the added fields are not what it ran
+    assert recorded_config_hash(tags, {**params, "learner.lr": "0.002"}) != cfg.config_hash()
+    assert recorded_config_hash(tags, params) != custom().config_hash()
+    # from 0.2.0 on the tag is the hash
+    assert recorded_config_hash({**tags, VERSION_TAG: "0.2.0"}, params) == tags["config_hash"]
+    # runs that cannot be this version's configuration keep their tag
+    no_legacy = next(k for k in params if k not in legacy and k not in REMOVED_FIELDS and k != "trainer.seed")
+    for other in ({k: v for k, v in params.items() if k != no_legacy},  # lacks a field without a legacy value
+                  {**params, "learner.flux": "1"},  # a field this version does not know
+                  {**params, "learner.debug_nan_at_update": "5"},  # a removed field away from its one value
+                  {**params, "learner.lr": "fast"}):  # a value today's type refuses
+        assert recorded_config_hash(tags, other) == tags["config_hash"]

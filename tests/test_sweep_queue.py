@@ -252,20 +252,26 @@ def test_concurrent_syncs_offer_each_point_once(tmp_path):
     assert len(keys) == len(set(keys)) == n
 
 
-def test_a_dead_claim_is_offered_again_once_however_many_reap_it(tmp_path):
-    storage = str(tmp_path / "q.journal")
-    pts = points(1)
+@pytest.mark.parametrize("kind", ["journal", "rdb"])
+def test_a_dead_claim_is_offered_again_once_however_many_reap_it(tmp_path, kind):
+    """On a journal, and on RDB storage (where the held claims are read by state in SQL)."""
+    storage = str(tmp_path / "q.journal") if kind == "journal" else f"sqlite:///{tmp_path / 'q.db'}"
+    pts = points(3)
     first = ClaimQueue(storage, STUDY, stale_after_s=5)
     first.sync(pts, finished=set())
     claim = first.claim({pts[0].key})
+    first.finish(first.claim({pts[1].key}), ok=True)
+    peer = ClaimQueue(storage, STUDY, stale_after_s=5, worker="peer")
+    assert peer.held_elsewhere({p.key for p in pts}) == {pts[0].key}  # live: this process holds it
     # its worker is in another container and has stopped beating
     gone = replace(Owner.of(), worker="gone", pid=1, space="another-boot/1")
     first.storage.set_trial_user_attr(claim.trial_id, "owner", gone.token)
     first.storage.set_trial_user_attr(claim.trial_id, "heartbeat", first.clock() - 60)
+    assert peer.held_elsewhere({p.key for p in pts}) == set()
     reapers = [ClaimQueue(storage, STUDY, stale_after_s=5, worker=f"w{i}") for i in range(3)]
     assert sum(q.reap() for q in reapers) == 1
-    assert sum(q.sync(pts, finished=set()) for q in reapers) == 0  # already waiting again
-    states = sorted(t.state.name for t in first._trials())
+    assert sum(q.sync(pts, finished={pts[1].key}) for q in reapers) == 0  # already waiting again
+    states = sorted(t.state.name for t in first._trials() if first._key(t) == pts[0].key)
     assert states == ["FAIL", "WAITING"]
     assert reapers[0].claim({pts[0].key}) is not None
 

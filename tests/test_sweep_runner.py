@@ -121,18 +121,26 @@ def test_sweep_runs_points_as_children_and_retries_failures_up_to_the_cap(tmp_pa
 def test_finished_points_of_another_toolkit_version_count_as_done_and_are_named(tmp_path, env):
     from mlflow import MlflowClient
 
-    spec = load_spec(make_spec(tmp_path, [0, 5]))
+    spec = load_spec(make_spec(tmp_path, [0, 5, 7]))
     points = expand(spec)
     assert run_sweep(spec, points, options(env)).exit_code == 0
-    old = next(r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point")
-    MlflowClient(env["uri"]).set_tag(old.info.run_id, "dqt.version", "0.1.0")
+    client = MlflowClient(env["uri"])
+    older, oldest = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"][:2]
+    client.set_tag(older.info.run_id, "dqt.version", "0.1.0")
+    # made before 0.2.0: no version tag, and a tag hashed by the old rule (every field, defaults included)
+    client.delete_tag(oldest.info.run_id, "dqt.version")
+    client.set_tag(oldest.info.run_id, "config_hash", "0123456789ab")
     again = options(env)
     result = run_sweep(spec, points, again)
-    assert result.exit_code == 0 and result.already == 2 and len(starts(env["log"])) == 2
+    assert result.exit_code == 0 and result.already == 3 and len(starts(env["log"])) == 3
     from dqt.core.version import toolkit_version
 
-    assert (f"finished points made by another toolkit version count as done (1 by 0.1.0; this is "
-            f"{toolkit_version()})") in again.stream.getvalue()
+    assert (f"finished points made by another toolkit version count as done (1 by 0.1.0, 1 by before 0.2.0; "
+            f"this is {toolkit_version()})") in again.stream.getvalue()
+    # the analysis groups it by the same rule
+    from dqt.analysis.load import run_row
+
+    assert run_row(client.get_run(oldest.info.run_id))["config_hash"] == oldest.data.tags["config_hash"]
 
 
 def test_a_crashed_run_with_a_checkpoint_is_resumed_by_the_retry(tmp_path, env):
@@ -259,20 +267,26 @@ def test_a_sigtermed_workers_point_is_handed_back_and_resumed_by_another_worker(
     def worker(name: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", SWEEP, str(spec_path), env["uri"], str(ROOT / "tests"),
                                  str(tmp_path / f"work-{name}"), name],
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+                                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stderr=(tmp_path / f"{name}.err").open("w"), text=True)
+
+    def err(name: str) -> str:
+        return (tmp_path / f"{name}.err").read_text()
 
     a = worker("a")
     deadline = time.monotonic() + 120
     while not any("waiting" in e for e in events(env["log"])) and time.monotonic() < deadline:
-        assert a.poll() is None, a.communicate()[1]
+        assert a.poll() is None, err("a")
         time.sleep(0.2)
-    b = worker("b")  # finds the point claimed by a live worker, and waits
+    b = worker("b")  # finds the point claimed by a live worker, says so, and waits
+    while "watching the queue" not in err("b") and time.monotonic() < deadline:
+        assert b.poll() is None, err("b")
+        time.sleep(0.2)
+    assert "nothing left to claim; 1 point(s) running on other workers, watching the queue" in err("b")
     a.send_signal(signal.SIGTERM)
-    _, err_a = a.communicate(timeout=60)
-    _, err_b = b.communicate(timeout=120)
-    assert a.returncode == 130, err_a
-    assert b.returncode == 0, err_b
-    assert "1 handed back" in err_a and "1 finished now" in err_b
+    assert a.wait(timeout=60) == 130, err("a")
+    assert b.wait(timeout=120) == 0, err("b")
+    assert "1 handed back" in err("a") and "1 finished now" in err("b")
     first, resumed = starts(env["log"])
     points = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
     assert len(points) == 1 and points[0].info.status == "FINISHED"
@@ -284,11 +298,13 @@ def test_a_sigtermed_workers_point_is_handed_back_and_resumed_by_another_worker(
 @pytest.mark.parametrize("heartbeat_s", ["0.5", "600"], ids=["heartbeat-notices", "main-loop-claims-first"])
 def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue(tmp_path, env, heartbeat_s):
     """A worker cut off from the queue longer than the grace period is judged dead by its peers,
-    which reap its claim and offer the point again. When it finds the claim gone, it stops that
-    run (SIGTERM: a checkpoint, no further writes) instead of racing the next claimer; here it
-    claims the re-offered point itself and resumes it once its old run has stopped. Either its
-    heartbeat thread notices first, or (a heartbeat too slow to) its main loop claims the point
-    again while its old run still runs: never two runs of one point at once."""
+    which reap its claim and offer the point again. When its heartbeat finds the claim gone, it
+    stops that run at once (SIGKILL: no checkpoint or status written over a peer that may be
+    resuming the run) instead of racing the next claimer; here it claims the re-offered point
+    itself and resumes it from the run's periodic checkpoint. If instead (a heartbeat too slow
+    to notice) its main loop claims the point again while its old run still runs, nobody else
+    holds it: the old run stops with a checkpoint (SIGTERM) and is resumed. Never two runs of
+    one point at once."""
     from optuna.trial import TrialState
 
     from dqt.sweeps.claims import ClaimQueue, default_storage
@@ -313,7 +329,9 @@ def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue
         if sweep.poll() is None:  # (a failure: leave no sweep behind; its trainers die with it)
             sweep.kill()
     assert sweep.returncode == 0, err
-    assert "was reaped by another worker" in err and "LOST" in err and "1 finished now" in err
+    how = "at once, writing nothing more" if heartbeat_s == "0.5" else "with a checkpoint"
+    assert f"was reaped by another worker (this one was judged dead); stopping its run {how}" in err, err
+    assert "LOST" in err and "1 finished now" in err
     first, resumed = starts(env["log"])
     (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
     assert first["resume"] is None and resumed["resume"] == run.info.run_id and run.info.status == "FINISHED"

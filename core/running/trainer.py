@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dqt.core.acting.envs import canonical_task, decisions_per_episode, make_run_env
-from dqt.core.config import ConfigError, RunConfig
+from dqt.core.config import VERSION_TAG, ConfigError, RunConfig
 from dqt.core.running.agent_pool import EnvSpec
 from dqt.core.running.learner_loop import LearnerLoop
 from dqt.core.tracking import RunTracker
@@ -131,7 +131,7 @@ def train(cfg: RunConfig | None, tracking: TrackingOptions | None = None, progre
     device = resolve_device(cfg.trainer.device)
     spec = probe_env(cfg)
     tags = {"config_hash": cfg.config_hash(), "seed": str(cfg.trainer.seed), "git_commit": git_commit(),
-            "dqt.version": toolkit_version(),
+            VERSION_TAG: toolkit_version(),
             "device": str(device), **tracking.tags}
     tracker = RunTracker(tracking.uri, tracking.experiment, run_name=tracking.run_name, tags=tags,
                          parent_run_id=tracking.parent_run_id, resume_run_id=tracking.resume_run_id)
