@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = takeover(drill, folder, args.train_steps)
             else:
                 result = outage(drill, folder, args.train_steps, args.outage_s)
-        except RuntimeError as exc:
-            result = {"ok": False, "error": str(exc)[-3000:]}
+        except Exception as exc:  # noqa: BLE001 - a drill that breaks is reported; the others still run
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-3000:]}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         result["wall_s"] = round(time.monotonic() - started, 1)

@@ -27,6 +27,7 @@ How a claim ends decides what happens to its point:
 from __future__ import annotations
 
 import functools
+import json
 import random
 import re
 import threading
@@ -309,13 +310,14 @@ class ClaimQueue:
             "config_hash": config_hash, "seed": seed, "offer": generation}))
         return True
 
-    def _generations(self) -> tuple[dict[PointKey, int], set[PointKey]]:
-        """Each point's count of trials, and the points waiting or being worked on."""
+    def _generations(self, trials: Iterable[Any] | None = None) -> tuple[dict[PointKey, int], set[PointKey]]:
+        """Each point's count of trials, and the points waiting or being worked on (of
+        `trials`, default every trial of the study)."""
         from optuna.trial import TrialState
 
         counts: dict[PointKey, int] = {}
         taken = set()
-        for t in self._trials():
+        for t in self._trials() if trials is None else trials:
             key = self._key(t)
             counts[key] = counts.get(key, 0) + 1
             if t.state in (TrialState.WAITING, TrialState.RUNNING):
@@ -328,10 +330,17 @@ class ClaimQueue:
         claim reaped from a dead worker)."""
         from optuna.trial import TrialState
 
+        return self._failures(self._trials((TrialState.FAIL,)))
+
+    @staticmethod
+    def _failures(trials: Iterable[Any]) -> dict[PointKey, int]:
+        from optuna.trial import TrialState
+
         out: dict[PointKey, int] = {}
-        for t in self._trials((TrialState.FAIL,)):
-            if "released" not in t.user_attrs:
-                out[self._key(t)] = out.get(self._key(t), 0) + 1
+        for t in trials:
+            if t.state == TrialState.FAIL and "released" not in t.user_attrs:
+                key = ClaimQueue._key(t)
+                out[key] = out.get(key, 0) + 1
         return out
 
     def given_up(self, keys: Collection[PointKey]) -> dict[PointKey, int]:
@@ -340,10 +349,34 @@ class ClaimQueue:
 
     def _offer_again(self, keys: Collection[PointKey]) -> int:
         """Offer `keys` once more, unless waiting or worked on already, or given up."""
-        counts, taken = self._generations()
-        failed = self.failures()
+        trials = self._trials_of(keys)
+        counts, taken = self._generations(trials)
+        failed = self._failures(trials)
         return sum(self._offer(k, counts.get(k, 0)) for k in keys
                    if k not in taken and failed.get(k, 0) <= self.max_retries)
+
+    def _trials_of(self, keys: Collection[PointKey]) -> list[Any]:
+        """The trials of the points `keys`.  On RDB storage, for a few points (a reaped claim,
+        a failed run), they are selected by their ``config_hash`` attribute in SQL: the cached
+        `get_all_trials` would load every trial of the study into this process first, which a
+        sweep's idle workers all did at once at its end (benchmarks/bench_queue.py)."""
+        if self._rdb is None or len(keys) > self.CLAIM_PAGE:
+            return [t for t in self._trials() if self._key(t) in keys]
+        from optuna.storages._rdb.models import TrialModel, TrialUserAttributeModel
+        from sqlalchemy import select
+
+        attr = TrialUserAttributeModel
+        with self._rdb.engine.connect() as conn:
+            ids = conn.execute(select(attr.trial_id).join(TrialModel, TrialModel.trial_id == attr.trial_id).where(
+                TrialModel.study_id == self.study_id, attr.key == "config_hash",
+                attr.value_json.in_({json.dumps(h) for h, _ in keys}))).scalars().all()
+        trials = []
+        for trial_id in ids:
+            try:
+                trials.append(self._rdb.get_trial(trial_id))
+            except KeyError:
+                continue
+        return [t for t in trials if self._key(t) in keys]
 
     @_retried
     def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:
