@@ -57,13 +57,19 @@ HEARTBEAT_S, STALE_AFTER_S = 2, 10
 EVAL = "eval/success_rate"
 
 
+def every(train_steps: int) -> int:
+    """Evaluation and checkpoint interval: 20 of each a run."""
+    return train_steps // 20
+
+
 def spec_text(points: int, train_steps: int) -> str:
-    """A tiny toy-reach sweep: `points` configurations of one seed, each a few seconds a 1k steps."""
+    """A tiny toy-reach sweep: `points` configurations of one seed (about 1,000 env steps/s each)."""
     stds = [float(i) for i in range(points)]
-    return (f"name: drill\nbase:\n  trainer: {{task: toy-reach, train_steps: {train_steps}, checkpoint_every: 300}}\n"
+    return (f"name: drill\nbase:\n  trainer: {{task: toy-reach, train_steps: {train_steps}, "
+            f"checkpoint_every: {every(train_steps)}}}\n"
             "  env: {episode_length: 60}\n  model: {embed_dim: 32, num_heads: 2, num_layers: 1, num_bins: 11}\n"
             "  learner: {batch_size: 32, warmup_decisions: 50, updates_per_step: 0.25}\n"
-            f"  eval: {{every: 300, episodes: 2}}\ngrid: {{noise.std: {stds}}}\nseeds: 1\n")
+            f"  eval: {{every: {every(train_steps)}, episodes: 2}}\ngrid: {{noise.std: {stds}}}\nseeds: 1\n")
 
 
 class Worker:
@@ -161,19 +167,22 @@ def wait_until_training(uri: str, points: int, timeout_s: float) -> None:
 
 
 def end_state(uri: str, points: int, train_steps: int) -> dict[str, Any]:
-    """One FINISHED run per point, each with every evaluation step exactly once."""
+    """One FINISHED run per point, each with an evaluation in every interval and no step twice."""
     from mlflow import MlflowClient
 
     client, runs = MlflowClient(uri), point_runs(uri)
     by_point: dict[tuple[str, str], list[str]] = {}
-    doubled, missing = 0, 0
+    doubled: list[int] = []
+    missing: list[int] = []
     for run in runs:
         by_point.setdefault((run.data.tags["config_hash"], run.data.tags["seed"]), []).append(run.info.status)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, EVAL)]
-        doubled += len(steps) - len(set(steps))
-        missing += len(set(range(0, train_steps + 1, 300)) - set(steps)) if run.info.status == "FINISHED" else 0
+        doubled += sorted({s for s in steps if steps.count(s) > 1})
+        if run.info.status == "FINISHED":  # an evaluation lands at the first env step past each interval
+            gap = every(train_steps)
+            missing += [k for k in range(0, train_steps + 1, gap) if not any(k <= s < k + gap for s in steps)]
     finished = sum(1 for statuses in by_point.values() if statuses.count("FINISHED") == 1)
-    ok = finished == points and len(by_point) == points and doubled == 0 and missing == 0
+    ok = finished == points and len(by_point) == points and not doubled and not missing
     return {"ok": ok, "points": points, "points_finished_once": finished, "runs": len(runs),
             "eval_steps_doubled": doubled, "eval_steps_missing": missing}
 
@@ -260,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_drills", description=__doc__.split("\n\n")[0])
     p.add_argument("--drills", default=",".join(TAKEOVERS + OUTAGES), help="comma-separated drills to run")
     p.add_argument("--outage-s", type=float, default=120.0, help="how long a service stays down")
-    p.add_argument("--train-steps", type=int, default=6000, help="each point's budget (env steps)")
+    p.add_argument("--train-steps", type=int, default=40000,
+                   help="each point's budget (env steps): long enough that A still trains when it is stopped")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "drills.json")
     args = p.parse_args(argv)
     wanted = [d.strip() for d in args.drills.split(",") if d.strip()]

@@ -324,3 +324,52 @@ def test_a_refused_resume_leaves_the_run_as_it_was(store):
     after = client.get_run(run_id)
     assert after.info.status == "KILLED" and after.info.end_time == before.info.end_time
     assert after.data.metrics == before.data.metrics
+
+
+# A run that asks for an evaluation at HOLD_AT env steps, takes no result from then on, writes a
+# periodic checkpoint at its next episode, writes HOLD_MARKER and holds still: SIGKILLed there, the
+# evaluation was asked for before the checkpoint and never logged, and the metrics of the last
+# seconds sat in the write buffer.
+HOLD_WITH_PENDING_EVAL = (
+    "import os, pathlib, time, dqt.core.running.learner_loop as ll\n"
+    "take, collect = ll.LearnerLoop.take_episode, ll.LearnerLoop.collect_evals\n"
+    "def hold(self, msg):\n"
+    "    take(self, msg)\n"
+    "    asked = getattr(self, 'asked', None)\n"
+    "    if asked is None and self.env_steps >= int(os.environ['HOLD_AT']):\n"
+    "        self.maybe_request_eval(force=True)\n"
+    "        self.asked = self.env_steps\n"
+    "    elif asked is not None and self.env_steps > asked:\n"
+    "        self.save_checkpoint(final=False)\n"
+    "        pathlib.Path(os.environ['HOLD_MARKER']).write_text(str(asked))\n"
+    "        while True: time.sleep(1)\n"
+    "def collect_before_asking(self, block):\n"
+    "    if getattr(self, 'asked', None) is None:\n"
+    "        collect(self, block)\n"
+    "ll.LearnerLoop.take_episode, ll.LearnerLoop.collect_evals = hold, collect_before_asking\n"
+    "import sys; from dqt.cli import entry; sys.argv[0] = 'dqt'; entry()")
+
+
+def test_a_run_sigkilled_after_a_checkpoint_resumes_with_every_eval_and_episode_once(store, tmp_path):
+    """SIGKILL right after a periodic checkpoint (a machine gone): what the run logged up to the
+    checkpoint is in the store (the checkpoint waits for the metric writes), and an evaluation
+    asked for before it but never logged is asked again on resume with the weights of its step.
+    The resumed run's history then holds every eval interval and every episode exactly once."""
+    budget = 3000
+    marker = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_WITH_PENDING_EVAL, "train", *TINY_TOY, "--train-steps",
+                             str(budget), "--tracking-uri", store, "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOLD_AT": "1500", "HOLD_MARKER": str(marker)})
+    wait_for(lambda: marker.exists() and marker.read_text(), proc, timeout=180, what="the checkpoint after 1,500 steps")
+    asked = int(marker.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    client = MlflowClient(store)
+    run_id = the_run(client).info.run_id
+    assert asked not in steps_of(client, run_id, "eval/success_rate")  # asked for, never logged
+    out = run_dqt("train", "--resume", run_id, "--tracking-uri", store, "--quiet", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert steps_of(client, run_id, "eval/success_rate") == list(range(0, budget + 1, 300))
+    assert steps_of(client, run_id, "train/episode_return") == list(range(60, budget + 1, 60))

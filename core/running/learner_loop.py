@@ -19,6 +19,7 @@ import time
 from multiprocessing import connection as mp_connection
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dqt.core.config import RunConfig
@@ -84,7 +85,16 @@ class LearnerLoop:
         self.ckpt_mark = self.env_steps // tr.checkpoint_every if tr.checkpoint_every else 0
         self.last_eval_step = -1
         self.next_eval = self.env_steps
-        self.pending_evals: set[int] = set()
+        # env step -> the weights asked to be evaluated there, until the result is logged
+        self.pending_evals: dict[int, np.ndarray] = {}
+        self.resubmit: dict[int, np.ndarray] = {}
+        if checkpoint is not None and "evals" in checkpoint:
+            # The eval schedule goes on where it was, and evaluations asked for before the checkpoint
+            # but not logged when the run died are asked again with their own weights: a SIGKILL
+            # between a request and its result would otherwise leave that interval without one.
+            evals = checkpoint["evals"]
+            self.next_eval, self.last_eval_step = int(evals["next_eval"]), int(evals["last_eval_step"])
+            self.resubmit = dict(evals["pending"])
         self.last_success: float | None = None
         self.success_signal: bool | None = None  # known from the first evaluation
         self.backlog_at_end = 0  # updates owed when the agents finished; finish() works them off
@@ -96,6 +106,9 @@ class LearnerLoop:
     # ---- main loop ----------------------------------------------------------------------
     def execute(self) -> None:
         self.pool.start(self.learner.model, self.learner.updates)
+        for step, flat in sorted(self.resubmit.items()):
+            self.pool.eval_requests.put(EvalRequest(step, flat))
+            self.pending_evals[step] = flat
         sync = self.cfg.trainer.mode == "sync"
         last_log = time.monotonic()
         while not self.pool.all_done():
@@ -188,7 +201,7 @@ class LearnerLoop:
         if (self.env_steps >= self.next_eval or force) and self.env_steps != self.last_eval_step:
             flat = torch.nn.utils.parameters_to_vector(self.learner.model.parameters()).detach().cpu().numpy()
             self.pool.eval_requests.put(EvalRequest(self.env_steps, flat))
-            self.pending_evals.add(self.env_steps)
+            self.pending_evals[self.env_steps] = flat
             self.last_eval_step = self.env_steps
             every = self.cfg.eval.every * self.divisor  # eval.every counts the budget's clock
             self.next_eval = (self.env_steps // every + 1) * every
@@ -203,7 +216,7 @@ class LearnerLoop:
                 if not self.pool.eval_alive():
                     raise RuntimeError("the evaluation process stopped before finishing its episodes") from None
                 continue
-            self.pending_evals.discard(res.env_steps)
+            self.pending_evals.pop(res.env_steps, None)
             self.last_success = res.values.get(SUCCESS)
             if self.success_signal is None:  # the analysis draws a task without one by its return alone
                 try:
@@ -243,11 +256,15 @@ class LearnerLoop:
         down for minutes) is skipped with a warning: the run trains on, and the next checkpoint,
         or the final one, which must succeed, replaces it."""
         extra = {"episodes": self.episodes, "resumes": self.resumes, "wall_s": self.wall_s(),
-                 "config": self.cfg.to_flat()}
+                 "config": self.cfg.to_flat(), "evals": {"next_eval": self.next_eval, "last_eval_step":
+                                                          self.last_eval_step, "pending": dict(self.pending_evals)}}
         if self.cfg.trainer.checkpoint_replay:
             extra |= {"replay": self.replay.state_dict(), "replay_rng": self.rng.bit_generator.state}
         path = save_checkpoint(self.ckpt_dir / CHECKPOINT_FILE, self.learner.state_dict(), self.env_steps, extra)
         try:
+            # Every point logged so far is stored before the checkpoint a resume starts from: a
+            # SIGKILL after it must not lose the metrics of steps the resumed run will not redo.
+            self.tracker.flush()
             self.tracker.log_artifact(str(path), "checkpoint")
         except TrackingError as exc:
             if final:
