@@ -329,12 +329,50 @@ def test_a_run_whose_claim_a_peer_reaped_stops_and_leaves_the_point_to_the_queue
         if sweep.poll() is None:  # (a failure: leave no sweep behind; its trainers die with it)
             sweep.kill()
     assert sweep.returncode == 0, err
-    how = "at once, writing nothing more" if heartbeat_s == "0.5" else "with a checkpoint"
-    assert f"was reaped by another worker (this one was judged dead); stopping its run {how}" in err, err
+    # With a 600-s heartbeat only the main loop can notice: its run stops with a checkpoint. With
+    # a 0.5-s one either may notice first (`test_a_reaped_claims_run_is_killed_...` pins the other)
+    hows = ["with a checkpoint"] if heartbeat_s == "600" else ["at once, writing nothing more", "with a checkpoint"]
+    assert any(f"was reaped by another worker (this one was judged dead); stopping its run {how}" in err
+               for how in hows), err
     assert "LOST" in err and "1 finished now" in err
     first, resumed = starts(env["log"])
     (run,) = [r for r in runs_of(env["uri"]) if r.data.tags.get("dqt.role") == "point"]
     assert first["resume"] is None and resumed["resume"] == run.info.run_id and run.info.status == "FINISHED"
+
+
+def test_a_reaped_claims_run_is_killed_outright_unless_this_worker_claimed_it_again(tmp_path):
+    """The heartbeat finds a claim reaped: the peer may be resuming that very run, so ours gets
+    SIGKILL (a SIGTERM would write a checkpoint and an end status over it). Only when this
+    worker's own main loop claimed the point again does its run stop with SIGTERM (a checkpoint)."""
+    import threading
+
+    from dqt.sweeps.claims import Claim
+    from dqt.sweeps.runner import _GridSweep
+
+    # a `dqt train` stand-in in its own process group that, like the trainer, outlives SIGTERM a while
+    code = "import signal, time; signal.signal(signal.SIGTERM, lambda *_: None); print(flush=True); time.sleep(60)"
+    for sig, dies in ((None, True), (signal.SIGTERM, False)):
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+        child.stdout.readline()  # its handler is in place
+        worker = object.__new__(_GridSweep)  # only what on_lost reads
+        worker.lock, worker.lost, worker.stream = threading.Lock(), set(), io.StringIO()
+        worker.spec = load_spec(make_spec(tmp_path, [0]))
+        claim = Claim(trial_id=7, number=3, key=("abc", 0))
+        worker.active = {7: (claim, child.pid)}
+        worker.on_lost(claim) if sig is None else worker.on_lost(claim, sig)
+        try:
+            if dies:
+                assert child.wait(timeout=10) == -signal.SIGKILL
+            else:
+                with pytest.raises(subprocess.TimeoutExpired):  # still checkpointing, as it should
+                    child.wait(timeout=1)
+        finally:
+            child.kill()
+            child.wait()
+        assert worker.lost == {7}
+        how = "at once, writing nothing more" if dies else "with a checkpoint"
+        assert f"claim 3 was reaped by another worker (this one was judged dead); stopping its run {how}" in \
+            worker.stream.getvalue()
 
 
 def test_resume_is_refused_while_the_points_claim_is_live_on_a_worker(tmp_path, env):
