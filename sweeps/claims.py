@@ -360,7 +360,7 @@ class ClaimQueue:
         a failed run), they are selected by their ``config_hash`` attribute in SQL: the cached
         `get_all_trials` would load every trial of the study into this process first, which a
         sweep's idle workers all did at once at its end (benchmarks/bench_queue.py)."""
-        if self._rdb is None or len(keys) > self.CLAIM_PAGE:
+        if self._rdb is None or len(keys) > self.FEW_POINTS:
             return [t for t in self._trials() if self._key(t) in keys]
         from optuna.storages._rdb.models import TrialModel, TrialUserAttributeModel
         from sqlalchemy import select
@@ -422,6 +422,7 @@ class ClaimQueue:
         return None
 
     CLAIM_PAGE = 32  # WAITING trials an RDB claim reads at a time
+    FEW_POINTS = 32  # up to this many points, a re-offer on RDB storage selects their trials in SQL
 
     def _waiting(self) -> Iterator[tuple[int | None, int, PointKey]]:
         """The WAITING trials by number: (trial id, or None where the caller must look it up;
