@@ -51,6 +51,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import children_of  # noqa: E402 - the tests' process helpers
+from services import MlflowServer, Postgres, separate_pid_namespace  # noqa: E402
+
 TAKEOVERS = ("sigterm", "sigkill", "sigkill-other-host", "hang", "hang-other-host")
 OUTAGES = ("db-outage", "tracking-outage")
 HEARTBEAT_S, STALE_AFTER_S = 2, 10
@@ -105,17 +109,8 @@ class Worker:
         return "\n".join(line for _, line in self.lines[-n:])
 
     def tree(self) -> list[int]:
-        """The worker and every process it started (children before the reader sees them die)."""
-        out, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
-                    todo += [int(c) for c in (task / "children").read_text().split()]
-                except OSError:
-                    pass
-        return out
+        """The worker and every process it started."""
+        return [self.proc.pid, *children_of(self.proc.pid)]
 
     def signal_tree(self, sig: int) -> None:
         for pid in self.tree():
@@ -132,14 +127,6 @@ class Worker:
             raise RuntimeError(f"worker {self.name} still running after {timeout_s:.0f} s:\n{self.tail()}") from None
         self.reader.join(timeout=5)
         return code
-
-
-def own_pid_namespace() -> list[str]:
-    """A prefix that runs a command in a PID namespace of its own, or [] where that is not allowed."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return []
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
-    return ["unshare", "--pid", "--fork", "--mount-proc"] if probe.returncode == 0 else []
 
 
 def point_runs(uri: str) -> list[Any]:
@@ -193,7 +180,7 @@ def takeover(kind: str, folder: Path, train_steps: int) -> dict[str, Any]:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     other_host = kind.endswith("other-host")
-    prefix = own_pid_namespace() if other_host else []
+    prefix = separate_pid_namespace() if other_host else []
     if other_host and not prefix:
         return {"skipped": "no PID namespace of its own here (needs root and unshare)"}
     flags = ["--heartbeat", str(HEARTBEAT_S), "--stale-after", str(STALE_AFTER_S)]
@@ -228,9 +215,6 @@ def takeover(kind: str, folder: Path, train_steps: int) -> dict[str, Any]:
 
 
 def outage(kind: str, folder: Path, train_steps: int, outage_s: float) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from services import MlflowServer, Postgres
-
     spec = folder / "drill.yaml"
     spec.write_text(spec_text(2, train_steps))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

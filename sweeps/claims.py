@@ -219,14 +219,18 @@ def running_trials(storage: Any, study_id: int) -> list[Any]:
         ids = conn.execute(select(TrialModel.trial_id).where(
             TrialModel.study_id == study_id, TrialModel.state == TrialState.RUNNING)
             .order_by(TrialModel.number)).scalars().all()
+    return [t for t in _read_trials(backend, ids) if t.state == TrialState.RUNNING]  # not finished since
+
+
+def _read_trials(backend: Any, ids: Iterable[int]) -> list[Any]:
+    """The trials of `ids` read from an RDB storage one by one (past Optuna's cache), skipping any
+    deleted meanwhile."""
     trials = []
     for trial_id in ids:
         try:
-            trial = backend.get_trial(trial_id)
-        except KeyError:  # deleted meanwhile
+            trials.append(backend.get_trial(trial_id))
+        except KeyError:
             continue
-        if trial.state == TrialState.RUNNING:  # not finished since the select
-            trials.append(trial)
     return trials
 
 
@@ -370,13 +374,7 @@ class ClaimQueue:
             ids = conn.execute(select(attr.trial_id).join(TrialModel, TrialModel.trial_id == attr.trial_id).where(
                 TrialModel.study_id == self.study_id, attr.key == "config_hash",
                 attr.value_json.in_({json.dumps(h) for h, _ in keys}))).scalars().all()
-        trials = []
-        for trial_id in ids:
-            try:
-                trials.append(self._rdb.get_trial(trial_id))
-            except KeyError:
-                continue
-        return [t for t in trials if self._key(t) in keys]
+        return [t for t in _read_trials(self._rdb, ids) if self._key(t) in keys]
 
     @_retried
     def sync(self, points: Sequence[Point], finished: Collection[PointKey]) -> int:

@@ -75,8 +75,10 @@ def dqt_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dqt.cli", *args]
 
 
-def run_dqt(*args: str, timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_dqt(*args: str, timeout: float = 240, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`dqt ARGS` in a process of its own; `env` is added to this process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(dqt_command(*args), capture_output=True, text=True, timeout=timeout,
                           cwd=cwd or REPO, env=env)
 

@@ -21,6 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def separate_pid_namespace() -> list[str]:
+    """A prefix that runs a command in its own PID namespace (a second container on the same
+    host name, or another host), where a PID of the other worker means nothing; [] where that is
+    not allowed (needs root and `unshare`)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return ["unshare", "--pid", "--fork", "--mount-proc"] if probe.returncode == 0 else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

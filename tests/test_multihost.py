@@ -13,7 +13,6 @@ processes throughout; the test starts and stops its own services.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, alive, sigkill_session
-from services import MlflowServer, Postgres, pg_bin
+from services import MlflowServer, Postgres, pg_bin, separate_pid_namespace
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(pg_bin("pg_ctl") is None, reason="PostgreSQL (pg_ctl) is not installed")]
@@ -42,15 +41,6 @@ grid:
 seeds: 2
 """
 HEARTBEAT = ["--heartbeat", "1", "--stale-after", "8"]
-
-
-def separate_pid_namespace() -> list[str]:
-    """A prefix that runs a command in its own PID namespace (a second container on the same
-    host name), where a PID of the other worker means nothing; [] where that is not allowed."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return []
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
-    return ["unshare", "--pid", "--fork", "--mount-proc"] if probe.returncode == 0 else []
 
 
 @pytest.fixture

@@ -74,10 +74,9 @@ def test_agents_run_in_parallel_processes(store):
     # each env step takes >= 10 ms (tests/plugins/dqt_slow_env.py): an agent's 1,500 steps outlast
     # the other's start on any machine (on the plain toy task they took ~0.3 s and once did not)
     tiny = [a if a != "toy-reach" else "toy-slow" for a in TINY_TOY]
-    out = subprocess.run(dqt_command("train", *tiny, "--train-steps", "3000", "--num-agents", "2", "--mode", "async",
-                                     "--tracking-uri", store, "--quiet"), capture_output=True, text=True, timeout=240,
-                         cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests' / 'plugins'}",
-                                        "DQT_PLUGINS": "dqt_slow_env"})
+    out = run_dqt("train", *tiny, "--train-steps", "3000", "--num-agents", "2", "--mode", "async",
+                  "--tracking-uri", store, "--quiet",
+                  env={"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests' / 'plugins'}", "DQT_PLUGINS": "dqt_slow_env"})
     assert out.returncode == 0, out.stderr
     client, run = only_run(store)
     agents = read_artifact_json(client, run.info.run_id, "agents.json")
